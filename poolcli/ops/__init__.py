@@ -1,0 +1,8 @@
+"""The pure-numpy operator core: numpy in, numpy out; no I/O, no printing.
+
+Arrays are channels-last: ``(H, W)`` grey, ``(H, W, C)`` one image, ``(N, H, W, C)`` a batch.
+"""
+
+from poolcli.ops.pool import avg_pool2d, lp_pool2d, max_pool2d, min_pool2d
+
+__all__ = ["max_pool2d", "min_pool2d", "avg_pool2d", "lp_pool2d"]

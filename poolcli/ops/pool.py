@@ -1,0 +1,194 @@
+"""Windowed pooling: max, min, average and Lp, matching ``torch.nn.functional`` element for element.
+
+Arrays are channels-last: ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``; the result has the same
+number of dimensions. See :mod:`poolcli.ops._geometry` for the output-size rule and
+:mod:`poolcli.ops._reduce` for how the windows are computed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from poolcli.ops._geometry import as_batch, pool_axes
+from poolcli.ops._reduce import empty_windows, fixed_taps, reduce_windows, select_with_indices
+
+__all__ = ["max_pool2d", "min_pool2d", "avg_pool2d", "lp_pool2d", "float_dtype_for"]
+
+
+def float_dtype_for(dtype, *, exact_sum_of: int = 1) -> np.dtype:
+    """Floating dtype for averages: float64 for float64 and 32/64-bit integers, else float32.
+
+    ``exact_sum_of``: number of 8/16-bit integer values that will be added; if their sum could
+    exceed float32's exact-integer range (2**24) float64 is used instead.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float64 or (dtype.kind in "iu" and dtype.itemsize >= 4):
+        return np.dtype(np.float64)
+    if dtype.kind in "iu":
+        bound = max(abs(int(np.iinfo(dtype).min)), int(np.iinfo(dtype).max))
+        if bound * exact_sum_of >= 1 << 24:
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _select_pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    x4, restore = as_batch(x)
+    ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, padding, dilation, ceil_mode)
+    if return_indices:
+        empty = (empty_windows(ah), empty_windows(aw), ah.first_tap_positions(),
+                 aw.first_tap_positions())
+        values, indices = select_with_indices(x4, fixed_taps(ah), fixed_taps(aw), kind, empty)
+        return restore(values), restore(indices)
+    return restore(reduce_windows(x4, ah, aw, kind, x4.dtype))
+
+
+def max_pool2d(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """Max pooling over the two spatial axes, as ``torch.nn.functional.max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray
+        ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``, any real dtype (kept in the output).
+    kernel_size, stride, padding, dilation : int or (int, int)
+        ``stride=None`` means ``kernel_size``. Padding is at most half the kernel.
+    ceil_mode : bool
+        Round the output size up; a last window starting in the right padding is dropped.
+    return_indices : bool
+        Also return int64 indices ``h * W + w`` into each unpadded input plane (PyTorch's
+        encoding, usable by :func:`poolcli.ops.max_unpool2d`).
+
+    Notes
+    -----
+    ``out = floor((n + 2p - d(k-1) - 1 [+ s-1 if ceil_mode]) / s) + 1`` per axis. Padded cells
+    never win; ties go to the first cell in row-major order; NaN wins (the last NaN of a window
+    is the one reported), as in PyTorch's CPU kernel. With dilation a window can lie wholly in
+    the padding (``n=1, k=2, p=1, d=2``); like PyTorch it gives -inf (the dtype's minimum for
+    integers) and PyTorch's index, which then points outside the plane. Cost is O(N*H*W*C*(kh+kw)) with a few
+    numpy calls per tap and row strip.
+
+    Examples
+    --------
+    >>> x = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    >>> max_pool2d(x, 2)
+    array([[ 5,  7],
+           [13, 15]], dtype=uint8)
+    >>> max_pool2d(x, 3, stride=2, padding=1, return_indices=True)[1]
+    array([[ 5,  7],
+           [13, 15]])
+    """
+    return _select_pool("max", x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def min_pool2d(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """Min pooling: :func:`max_pool2d` with the comparison reversed (not ``-max(-x)``).
+
+    Padded cells never win, the first cell in row-major order wins ties, NaN wins. Negating
+    is avoided because it overflows unsigned and minimum signed integers.
+
+    >>> min_pool2d(np.arange(16).reshape(4, 4), 2)
+    array([[ 0,  2],
+           [ 8, 10]])
+    """
+    return _select_pool("min", x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool2d(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
+    """Average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Padding is zeros. The divisor of each window is ``divisor_override`` if given; otherwise
+    with ``count_include_pad`` the window size clipped to ``[-p, n + p)`` per axis, without it
+    the number of real (non-padding) cells. Sums are exact for 8/16-bit integers; the result is
+    float32 (float64 for float64 and 32/64-bit integer input).
+
+    >>> avg_pool2d(np.arange(16, dtype=np.uint8).reshape(4, 4), 2)
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]], dtype=float32)
+    """
+    x4, restore = as_batch(x)
+    ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral):
+            raise TypeError(f"divisor_override must be an int, got {divisor_override!r}")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must be non-zero, got 0")
+    area = ah.k * aw.k
+    result = float_dtype_for(x4.dtype, exact_sum_of=area)
+    acc = _exact_int_accumulator(x4.dtype, area) or result
+    sums = reduce_windows(x4, ah, aw, "sum", acc, planar=True)  # (N, oh, C, ow)
+    if divisor_override is not None:
+        div = result.type(divisor_override)
+    else:
+        div = np.multiply.outer(ah.divisors(count_include_pad), aw.divisors(count_include_pad))
+        div = div.astype(result)[None, :, None, :]
+    if acc == result:
+        means = np.divide(sums, div, out=sums)
+    else:
+        means = np.divide(sums, div, dtype=result)
+    return restore(means.transpose(0, 1, 3, 2))
+
+
+def _exact_int_accumulator(dtype, terms: int):
+    """A small integer type that holds the sum of ``terms`` values of ``dtype`` exactly, if any.
+
+    Summing uint8 windows in uint16 moves half the bytes of float32 and keeps SIMD integer adds;
+    the division to float happens once, on the (smaller) output.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize > 2:
+        return None
+    wide = np.dtype(f"{dtype.kind}{dtype.itemsize * 2}")
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    if hi * terms <= np.iinfo(wide).max and lo * terms >= np.iinfo(wide).min:
+        return wide
+    return None
+
+
+def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average (Lp) pooling: ``(sum over window of |x|**p) ** (1/p)``.
+
+    Equals ``torch.nn.functional.lp_pool2d`` wherever PyTorch is well defined (non-negative
+    input, full windows). Two deliberate differences (DESIGN.md): ``|x|`` is used, so negative
+    input with a fractional ``p`` gives the true Lp norm rather than NaN, and ceil-mode partial
+    windows sum only their real cells (PyTorch scales an average by the full kernel area and
+    over-counts them). ``norm_type=inf`` gives max ``|x|``.
+
+    >>> lp_pool2d(np.array([[3.0, 4.0]]), 2, (1, 2))
+    array([[5.]])
+    """
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"norm_type must be a positive number, got {norm_type!r}")
+    p = float(norm_type)
+    if not p > 0:  # also rejects NaN
+        raise ValueError(f"norm_type must be > 0, got {norm_type!r}")
+    x4, restore = as_batch(x)
+    ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, 0, 1, ceil_mode)
+    acc = float_dtype_for(x4.dtype)
+    if math.isinf(p):
+        mag = np.abs(x4.astype(acc, copy=False))
+        return restore(reduce_windows(mag, ah, aw, "max", acc))
+    powered = np.abs(x4.astype(acc, copy=True))
+    if p == 2:
+        np.square(powered, out=powered)
+    elif p != 1:
+        np.power(powered, acc.type(p), out=powered)
+    out = reduce_windows(powered, ah, aw, "sum", acc)
+    if p == 2:
+        np.sqrt(out, out=out)
+    elif p != 1:
+        np.power(out, acc.type(1.0 / p), out=out)
+    return restore(out)
