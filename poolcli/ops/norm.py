@@ -10,7 +10,10 @@ Numerics (shared by every function here):
   float64 and the variance is the two-pass ``mean((x - mean)**2)`` (never ``E[x^2] - E[x]^2``).
 - The result is float64 for float64 input and float32 for everything else (integers, float16,
   float32). Because float32 and 16-bit integer sums are exact in float64, a constant float32 or
-  integer plane normalizes to exactly ``0`` (``bias`` with an affine transform).
+  integer plane normalizes to exactly ``0`` (``bias`` with an affine transform); PyTorch's float32
+  kernels can leave a rounding residue there (5e-5 in one fixture case). A constant float64 plane
+  gives ``0`` only up to the
+  rounding of its float64 mean (``|y| <~ 1e-16 * |x| / sqrt(eps)``), as in PyTorch.
 - NaN and inf propagate as in PyTorch: a NaN or inf anywhere in a normalization group makes the
   whole group NaN. Nothing is clipped or replaced, and no floating-point warnings are emitted.
 - Zero variance is fine: ``var + eps > 0``, so the output is ``0`` (``bias``).
