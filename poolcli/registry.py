@@ -1,0 +1,190 @@
+"""The operator registry: the one list the CLI, the pipeline parser, ``poolcli ops`` and the docs read.
+
+Adding an operator means writing it in ``poolcli/ops`` and adding one :class:`Operator` entry
+here (plus a :class:`Param` if it needs a new option); nothing in the CLI changes.
+
+This module must stay import-light (no numpy): ``poolcli --help`` and ``poolcli ops`` read it.
+The ``run`` callables import the core lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Param", "Operator", "Result", "PARAMS", "OPERATORS", "get", "names", "params_for"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One operator parameter and the CLI option that sets it.
+
+    ``kind``: ``pair`` (``3`` or ``3x2``, height x width), ``size`` (like pair, for output sizes),
+    ``int``, ``float``, ``floats`` (comma-separated), ``bool`` (a flag pair), ``choice``.
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+@dataclass
+class Result:
+    """What running an operator gives: the values, optional indices and notes for the report."""
+
+    values: Any
+    indices: Any = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    family: str  # "pool" or "norm"
+    summary: str
+    source: str
+    params: tuple[str, ...]
+    run: Callable[[Any, dict, bool], Result]
+    selects: bool = False  # picks input cells and can return their indices
+    aliases: tuple[str, ...] = ()
+
+
+PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in [
+        Param("kernel", ("-k", "--kernel"), "pair", (2, 2), "Window size, N or HxW.", minimum=1),
+        Param("stride", ("-s", "--stride"), "pair", None, "Step, N or HxW [default: kernel].",
+              minimum=1),
+        Param("padding", ("-p", "--padding"), "pair", (0, 0),
+              "Implicit padding on each side, at most half the kernel.", minimum=0),
+        Param("dilation", ("--dilation",), "pair", (1, 1), "Spacing between window taps.",
+              minimum=1),
+        Param("ceil_mode", ("--ceil-mode/--floor-mode",), "bool", False,
+              "Round the output size up (PyTorch ceil_mode)."),
+        Param("count_include_pad", ("--count-include-pad/--no-count-include-pad",), "bool", True,
+              "avg: count padding cells in the divisor."),
+        Param("norm_type", ("--norm-type",), "float", 2.0, "lp: the power p (> 0, inf allowed).",
+              minimum=0),
+        Param("output_size", ("--output-size",), "size", (32, 32),
+              "adaptive: output size, N or HxW.", minimum=1),
+    ]
+}
+
+
+def _pool_args(p: dict) -> tuple:
+    return p["kernel"], p["stride"], p["padding"]
+
+
+def _run_max(x, p, want_indices):
+    from poolcli.ops import max_pool2d
+
+    out = max_pool2d(x, *_pool_args(p), p["dilation"], p["ceil_mode"], return_indices=want_indices)
+    return Result(*out) if want_indices else Result(out)
+
+
+def _run_min(x, p, want_indices):
+    from poolcli.ops import min_pool2d
+
+    out = min_pool2d(x, *_pool_args(p), p["dilation"], p["ceil_mode"], return_indices=want_indices)
+    return Result(*out) if want_indices else Result(out)
+
+
+def _run_avg(x, p, want_indices):
+    from poolcli.ops import avg_pool2d
+
+    return Result(avg_pool2d(x, *_pool_args(p), p["ceil_mode"], p["count_include_pad"]))
+
+
+def _run_lp(x, p, want_indices):
+    from poolcli.ops import lp_pool2d
+
+    return Result(lp_pool2d(x, p["norm_type"], p["kernel"], p["stride"], p["ceil_mode"]))
+
+
+def _run_gap(x, p, want_indices):
+    from poolcli.ops import global_avg_pool2d
+
+    return Result(global_avg_pool2d(x))
+
+
+def _run_gmp(x, p, want_indices):
+    from poolcli.ops import global_max_pool2d
+
+    out = global_max_pool2d(x, return_indices=want_indices)
+    return Result(*out) if want_indices else Result(out)
+
+
+def _run_adaptive_avg(x, p, want_indices):
+    from poolcli.ops import adaptive_avg_pool2d
+
+    return Result(adaptive_avg_pool2d(x, p["output_size"]))
+
+
+def _run_adaptive_max(x, p, want_indices):
+    from poolcli.ops import adaptive_max_pool2d
+
+    out = adaptive_max_pool2d(x, p["output_size"], return_indices=want_indices)
+    return Result(*out) if want_indices else Result(out)
+
+
+_WINDOW = ("kernel", "stride", "padding", "dilation", "ceil_mode")
+
+OPERATORS: list[Operator] = [
+    Operator("max", "pool", "Max pooling: the largest value of each window.",
+             "torch.nn.functional.max_pool2d", _WINDOW, _run_max, selects=True),
+    Operator("avg", "pool", "Average (mean) pooling of each window.",
+             "torch.nn.functional.avg_pool2d",
+             ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"), _run_avg,
+             aliases=("mean",)),
+    Operator("min", "pool", "Min pooling: the smallest value of each window.",
+             "-max_pool2d(-x), without the negation overflow", _WINDOW, _run_min, selects=True),
+    Operator("lp", "pool", "Power-average pooling: (sum |x|^p)^(1/p) over each window.",
+             "torch.nn.functional.lp_pool2d (Boureau et al. 2010)",
+             ("norm_type", "kernel", "stride", "ceil_mode"), _run_lp),
+    Operator("gap", "pool", "Global average pooling: one mean per channel (Lin et al. 2013).",
+             "Network in Network, arXiv:1312.4400", (), _run_gap),
+    Operator("gmp", "pool", "Global max pooling: one maximum per channel.",
+             "torch.nn.functional.adaptive_max_pool2d(x, 1)", (), _run_gmp, selects=True),
+    Operator("adaptive-avg", "pool", "Adaptive average pooling to a fixed output size.",
+             "torch.nn.functional.adaptive_avg_pool2d", ("output_size",), _run_adaptive_avg),
+    Operator("adaptive-max", "pool", "Adaptive max pooling to a fixed output size.",
+             "torch.nn.functional.adaptive_max_pool2d", ("output_size",), _run_adaptive_max,
+             selects=True),
+]
+
+
+def _index() -> dict[str, Operator]:
+    table = {}
+    for op in OPERATORS:
+        for key in (op.name, *op.aliases):
+            table[key] = op
+    return table
+
+
+def get(name: str) -> Operator:
+    """The operator called ``name`` (or one of its aliases); KeyError lists the valid names."""
+    try:
+        return _index()[name]
+    except KeyError:
+        raise KeyError(f"unknown operator {name!r}; choose from {', '.join(names())}") from None
+
+
+def names(family: str | None = None, *, aliases: bool = True) -> list[str]:
+    """Operator names (and aliases) in registry order, optionally of one family."""
+    out = []
+    for op in OPERATORS:
+        if family is None or op.family == family:
+            out.append(op.name)
+            if aliases:
+                out.extend(op.aliases)
+    return out
+
+
+def params_for(family: str) -> list[Param]:
+    """The union of parameters used by a family's operators, in ``PARAMS`` order."""
+    used = {name for op in OPERATORS if op.family == family for name in op.params}
+    return [p for name, p in PARAMS.items() if name in used]

@@ -1,0 +1,93 @@
+"""Rendering results: rich statistics tables for people, JSON lines for scripts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+__all__ = ["stats_table", "json_line", "fmt_num", "describe_params"]
+
+
+def fmt_num(v) -> str:
+    """Compact number: integers as integers, others with 5 significant digits."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.5g}"
+    return str(v)
+
+
+def describe_params(params: dict) -> str:
+    """``kernel=2x2 stride=2x2`` style text for captions."""
+    parts = []
+    for k, v in params.items():
+        if v is None:
+            continue
+        if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(a, int) for a in v):
+            v = f"{v[0]}x{v[1]}"
+        elif isinstance(v, (tuple, list)):
+            v = ",".join(fmt_num(a) for a in v)
+        elif isinstance(v, float):
+            v = fmt_num(v)
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def stats_table(record: dict):
+    """A rich Table of per-channel statistics for one processed image ``record``.
+
+    Sections: ``in`` (the input) and ``out`` (the exact result, before any rounding for the file).
+    """
+    from rich.table import Table
+
+    title = record.get("input", "")
+    if record.get("output"):
+        title = f"{title} → {record['output']}"
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for name, justify in [("", "left"), ("ch", "left"), ("min", "right"), ("max", "right"),
+                          ("mean", "right"), ("std (population)", "right"),
+                          ("zeros", "right")]:
+        table.add_column(name, justify=justify)
+    sections = [("in", record.get("stats_in")), ("out", record.get("stats_out"))]
+    for label, stats in sections:
+        if not stats:
+            continue
+        for i, s in enumerate(stats):
+            zero = f"{100 * s['zero_fraction']:.1f}%"
+            if s.get("nan"):
+                zero += f" ({s['nan']} NaN)"
+            table.add_row(label if i == 0 else "", s["channel"], fmt_num(s["min"]),
+                          fmt_num(s["max"]), fmt_num(s["mean"]), fmt_num(s["std"]), zero,
+                          end_section=i == len(stats) - 1)
+    caption = []
+    if record.get("shape_in"):
+        caption.append(f"in {tuple(record['shape_in'])} {record['dtype_in']}")
+    if record.get("shape_out"):
+        caption.append(f"out {tuple(record['shape_out'])} {record['dtype_out']}")
+    if record.get("op"):
+        caption.append(f"{record['op']} {describe_params(record.get('params', {}))}".strip())
+    lines = [" · ".join(caption)] if caption else []
+    lines.extend(record.get("notes", []))
+    table.caption = "\n".join(lines)
+    return table
+
+
+def json_line(record: dict) -> str:
+    """One JSON object on one line; NaN/inf become null so every line parses strictly."""
+    return json.dumps(_clean(record), ensure_ascii=False, allow_nan=False)
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(a) for k, a in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(a) for a in v]
+    return v
