@@ -342,3 +342,330 @@ def ops(as_json):
             mark = " [indices]" if op.selects else ""
             click.echo(f"  {label:<{width}}  {op.summary}{mark}")
             click.echo(f"  {'':<{width}}  source: {op.source}")
+
+
+# ----------------------------------------------------------------------------------------------
+# norm
+# ----------------------------------------------------------------------------------------------
+
+STATS_FORMAT = "poolcli-batchnorm-stats"
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--op", "op_name", type=click.Choice(registry.names("norm")), default="instance",
+              show_default=True, help="Normalization (see `poolcli ops`).")
+@_op_options("norm")
+@click.option("--display", default="sigma:3", show_default=True,
+              help="How signed results are mapped to 8-bit files (png/jpg): minmax, sigma:K "
+                   "(mean ± K·std to 0..255), clip (0..1). npy/tiff store exact values.")
+@click.option("--fit", is_flag=True,
+              help="batch: compute running statistics over all inputs, streaming in chunks.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=8, show_default=True,
+              help="batch --fit: images per chunk.")
+@click.option("--momentum", type=BoundedFloat(0, maximum=1), default=0.1, show_default=True,
+              help="batch --fit: running = (1-m)·running + m·batch, as PyTorch.")
+@click.option("--cumulative", is_flag=True,
+              help="batch --fit: cumulative average instead of momentum "
+                   "(PyTorch's momentum=None).")
+@click.option("--save-stats", type=click.Path(dir_okay=False), default=None,
+              help="batch --fit: write the statistics JSON here.")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False), default=None,
+              help="batch: normalize with stored statistics (inference mode).")
+@common_output_options
+def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_stats, stats_file,
+         output, fmt, force, quality, compress_level, max_pixels, as_json, verbose, quiet,
+         recursive, **op_params):
+    """Normalize each image in INPUTS (instance, layer, group) or all of them as one batch.
+
+    \b
+    batch norm has three modes:
+      poolcli norm --op batch a.png b.png ...                 # one batch, batch statistics
+      poolcli norm --op batch --fit --save-stats s.json dir/  # fit running statistics
+      poolcli norm --op batch --stats s.json new.png          # inference with stored statistics
+    """
+    op = registry.get(op_name)
+    params = {name: op_params[name] for name in op.params}
+    _check_display(display)
+    if op.name != "batch" and (fit or save_stats or stats_file):
+        raise click.UsageError("--fit, --save-stats and --stats work with --op batch only")
+    if save_stats and not fit:
+        raise click.UsageError("--save-stats needs --fit")
+    if fit and stats_file:
+        raise click.UsageError("--fit and --stats exclude each other")
+    session = Session(as_json, quiet, verbose)
+    if fit:  # fitting writes only the statistics file
+        from poolcli.batch import expand_inputs
+
+        jobs, skipped, missing = expand_inputs(inputs, recursive=recursive)
+        for pattern in missing:
+            session.error(f"{pattern}: no files match")
+    else:
+        jobs = plan(session, inputs, op.name, output, fmt, recursive)
+    opts = {"force": force, "quality": quality, "compress_level": compress_level,
+            "display": display}
+    if op.name != "batch":
+        run_jobs(session, jobs, lambda job: norm_one(job, op, params, opts, max_pixels))
+    elif fit:
+        _batch_fit(session, jobs, params, batch_size, None if cumulative else momentum,
+                   save_stats, max_pixels)
+    else:
+        _batch_apply(session, jobs, params, stats_file, opts, max_pixels)
+    session.exit()
+
+
+def _check_display(display):
+    import re
+
+    if display in ("minmax", "clip") or re.fullmatch(r"sigma(:\d+(\.\d*)?)?", display):
+        return
+    raise click.BadParameter(f"{display!r}: use minmax, sigma:K or clip",
+                             param_hint="'--display'")
+
+
+def _affine_arrays(params, channels):
+    """--gamma/--beta: one value for all channels or one per channel (checked per image)."""
+    out = {}
+    for key in ("gamma", "beta"):
+        v = params.get(key)
+        if v is not None and len(v) not in (1, channels):
+            raise ValueError(f"--{key} has {len(v)} values for a {channels}-channel image "
+                             f"(give 1 or {channels})")
+        out[key] = None if v is None else (v[0] if len(v) == 1 else list(v))
+    return {**params, **out}
+
+
+def write_normalized(values, out_path, *, channels, opts, notes):
+    """Exact floats for npy/tiff; a named display mapping for 8-bit formats."""
+    import numpy as np
+
+    from poolcli import imageio
+
+    target = imageio.output_dtype_for(out_path, values.dtype)
+    data = values
+    display = None
+    if np.dtype(target) != values.dtype:
+        mapping = opts["display"]
+        kwargs = {}
+        if mapping.startswith("sigma"):
+            kwargs["sigma_k"] = float(mapping.split(":", 1)[1]) if ":" in mapping else 3.0
+            mapping = "sigma"
+        data, display = imageio.to_display(values, mapping, **kwargs)
+        notes.append(f"display mapping: {display}")
+    directory = os.path.dirname(out_path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    imageio.write_image(out_path, data, channels=channels, overwrite=opts["force"],
+                        compress_level=opts["compress_level"], quality=opts["quality"])
+    return display
+
+
+def _norm_record(img, out_path, op, params, values, notes, display):
+    return {
+        "input": img.source, "output": out_path, "op": op,
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "shape_in": list(img.array.shape), "shape_out": list(values.shape),
+        "dtype_in": str(img.array.dtype), "dtype_out": str(values.dtype),
+        "stats_in": _stats(img.array, img.channels), "stats_out": _stats(values, img.channels),
+        "display": display, "notes": notes,
+    }
+
+
+def norm_one(job, op, params, opts, max_pixels) -> dict:
+    img = _read(job.source, max_pixels)
+    p = _affine_arrays(params, img.array.shape[-1])
+    values = op.run(img.array, p, False).values
+    notes = list(img.notes)
+    display = write_normalized(values, job.output, channels=img.channels, opts=opts, notes=notes)
+    return _norm_record(img, job.output, op.name, params, values, notes, display)
+
+
+def _read_batch(session, jobs, max_pixels):
+    """Read every job; returns [(job, image)] of the readable ones (errors reported)."""
+    from poolcli.errors import PoolcliError
+
+    loaded = []
+    for job in jobs:
+        try:
+            loaded.append((job, _read(job.source, max_pixels)))
+        except PoolcliError as exc:
+            session.error(_one_line(exc))
+    return loaded
+
+
+def _check_same_shape(loaded):
+    from collections import Counter
+
+    shapes = Counter(img.array.shape for _, img in loaded)
+    if len(shapes) > 1:
+        common = shapes.most_common(1)[0][0]
+        odd = [f"{img.source} {img.array.shape}" for _, img in loaded
+               if img.array.shape != common]
+        raise click.UsageError(
+            f"batch norm needs images of one shape; most are {common}, these differ: "
+            + ", ".join(odd))
+
+
+def _batch_stats_table(session, title, mean, var, channels, extra=""):
+    if session.quiet:
+        return
+    from rich.table import Table
+
+    from poolcli.report import fmt_num
+
+    t = Table(title=title, title_justify="left", caption=extra or None, caption_justify="left")
+    for col in ("ch", "mean", "var"):
+        t.add_column(col, justify="left" if col == "ch" else "right")
+    for c, m, v in zip(channels, mean, var):
+        t.add_row(c, fmt_num(float(m)), fmt_num(float(v)))
+    session.console.print(t)
+
+
+def _batch_apply(session, jobs, params, stats_file, opts, max_pixels):
+    """Batch norm of all inputs as one batch, or inference with stored statistics."""
+    import numpy as np
+
+    from poolcli.ops.norm import batch_norm
+
+    loaded = _read_batch(session, jobs, max_pixels)
+    if not loaded:
+        return
+    if stats_file:
+        stored = load_stats(stats_file)
+        channels = loaded[0][1].channels
+        mean = np.asarray(stored["running_mean"], dtype=np.float64)
+        var = np.asarray(stored["running_var"], dtype=np.float64)
+        _batch_stats_table(session, f"running statistics from {stats_file}", mean, var,
+                           stored.get("channels", channels),
+                           f"{stored.get('images')} images, {stored.get('count')} pixels/channel")
+        for job, img in loaded:
+            try:
+                if img.array.shape[-1] != mean.size:
+                    raise ValueError(f"{img.array.shape[-1]} channels, but {stats_file} has "
+                                     f"statistics for {mean.size}")
+                p = _affine_arrays(params, img.array.shape[-1])
+                values = batch_norm(img.array[None], mean, var, weight=p["gamma"], bias=p["beta"],
+                                    training=False, eps=p["eps"])[0]
+                notes = list(img.notes) + [f"inference with running statistics of {stats_file}"]
+                display = write_normalized(values, job.output, channels=img.channels, opts=opts,
+                                           notes=notes)
+            except (ValueError, TypeError) as exc:
+                session.error(f"{img.source}: {_one_line(exc)}")
+            except Exception as exc:  # PoolcliError from writing
+                session.error(_one_line(exc))
+            else:
+                session.emit(_norm_record(img, job.output, "batch", params, values, notes,
+                                          display))
+        return
+    _check_same_shape(loaded)
+    batch = np.stack([img.array for _, img in loaded])
+    channels = loaded[0][1].channels
+    p = _affine_arrays(params, batch.shape[-1])
+    x64 = batch.astype(np.float64)
+    mean = x64.mean(axis=(0, 1, 2))
+    var = x64.var(axis=(0, 1, 2))
+    _batch_stats_table(session, f"batch statistics over {len(loaded)} images", mean, var,
+                       channels, "biased variance, as used for normalizing")
+    values = batch_norm(batch, None, None, weight=p["gamma"], bias=p["beta"], training=True,
+                        eps=p["eps"])
+    for (job, img), out in zip(loaded, values):
+        notes = list(img.notes) + [f"batch statistics over {len(loaded)} images"]
+        try:
+            display = write_normalized(out, job.output, channels=img.channels, opts=opts,
+                                       notes=notes)
+        except Exception as exc:
+            session.error(_one_line(exc))
+        else:
+            session.emit(_norm_record(img, job.output, "batch", params, out, notes, display))
+
+
+def _batch_fit(session, jobs, params, batch_size, momentum, save_stats, max_pixels):
+    """Stream the inputs in chunks and accumulate running statistics (nothing else written)."""
+    import json
+
+    import numpy as np
+
+    from poolcli.errors import PoolcliError
+    from poolcli.ops.norm import RunningStats
+
+    rs = RunningStats()
+    shape = None
+    used = []
+    chunk = []
+
+    def flush():
+        if chunk:
+            rs.update(np.stack([a for _, a in chunk]), momentum=momentum)
+            used.extend(s for s, _ in chunk)
+            chunk.clear()
+
+    for job in jobs:
+        try:
+            img = _read(job.source, max_pixels)
+        except PoolcliError as exc:
+            session.error(_one_line(exc))
+            continue
+        if shape is None:
+            shape = img.array.shape
+            channels = img.channels
+        if img.array.shape != shape:
+            session.error(f"{img.source}: shape {img.array.shape} differs from the first "
+                          f"image's {shape}; batch statistics need one shape")
+            continue
+        chunk.append((img.source, img.array))
+        if len(chunk) == batch_size:
+            flush()
+    flush()
+    if not used:
+        return
+    record = {
+        "format": STATS_FORMAT, "format_version": 1, "poolcli_version": __version__,
+        "channels": list(channels), "images": len(used), "count": int(rs.count),
+        "mean": rs.mean.tolist(), "var": rs.var.tolist(), "var_unbiased": rs.var_unbiased.tolist(),
+        "running_mean": rs.running_mean.tolist(), "running_var": rs.running_var.tolist(),
+        "num_batches_tracked": int(rs.num_batches_tracked),
+        "momentum": momentum, "batch_size": batch_size, "eps": params["eps"],
+        "shape": list(shape), "sources": [os.path.basename(s) for s in used],
+    }
+    _batch_stats_table(session, f"running statistics over {len(used)} images "
+                       f"({rs.num_batches_tracked} chunks)", rs.running_mean, rs.running_var,
+                       channels, "momentum " + ("cumulative" if momentum is None else
+                                                f"{momentum:g}") +
+                       f"; exact mean/var over all pixels: "
+                       + ", ".join(f"{m:.4g}/{v:.4g}" for m, v in zip(rs.mean, rs.var)))
+    if save_stats:
+        from poolcli.imageio import _atomic_write
+
+        text = json.dumps(record, indent=2)
+        try:
+            _atomic_write(save_stats, lambda fh: fh.write(text.encode()), True)
+        except PoolcliError as exc:
+            session.error(_one_line(exc))
+            return
+    if session.as_json:
+        click.echo(json.dumps({"stats": record, "output": save_stats}))
+    session.ok += 1
+
+
+def load_stats(path) -> dict:
+    """Read a statistics JSON written by ``norm --op batch --fit --save-stats``."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise click.UsageError(f"{path}: no such statistics file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.UsageError(f"{path}: not a readable statistics JSON ({_one_line(exc)})") \
+            from None
+    ok = isinstance(data, dict) and data.get("format") == STATS_FORMAT
+    if ok:
+        rm, rv = data.get("running_mean"), data.get("running_var")
+        ok = (isinstance(rm, list) and isinstance(rv, list) and len(rm) == len(rv) > 0
+              and all(isinstance(v, (int, float)) for v in rm + rv)
+              and all(v >= 0 for v in rv))
+    if not ok:
+        raise click.UsageError(f"{path}: not a poolcli batch-norm statistics file "
+                               f"(format {STATS_FORMAT!r} with running_mean/running_var)")
+    return data

@@ -71,6 +71,12 @@ PARAMS: dict[str, Param] = {
               minimum=0),
         Param("output_size", ("--output-size",), "size", (32, 32),
               "adaptive: output size, N or HxW.", minimum=1),
+        Param("eps", ("--eps",), "float", 1e-5, "Added to the variance (> 0).", minimum=0),
+        Param("gamma", ("--gamma",), "floats", None,
+              "Scale per channel (one value, or one per channel).", minimum=None),
+        Param("beta", ("--beta",), "floats", None,
+              "Shift per channel (one value, or one per channel).", minimum=None),
+        Param("groups", ("--groups",), "int", 1, "group: number of channel groups.", minimum=1),
     ]
 }
 
@@ -131,7 +137,37 @@ def _run_adaptive_max(x, p, want_indices):
     return Result(*out) if want_indices else Result(out)
 
 
+def _affine(p: dict) -> dict:
+    return {"eps": p["eps"], "weight": p.get("gamma"), "bias": p.get("beta")}
+
+
+def _run_instance(x, p, want_indices):
+    from poolcli.ops.norm import instance_norm
+
+    return Result(instance_norm(x, **_affine(p)))
+
+
+def _run_layer(x, p, want_indices):
+    from poolcli.ops.norm import layer_norm
+
+    return Result(layer_norm(x, **_affine(p)))
+
+
+def _run_group(x, p, want_indices):
+    from poolcli.ops.norm import group_norm
+
+    return Result(group_norm(x, p["groups"], **_affine(p)))
+
+
+def _run_batch(x, p, want_indices):
+    """Batch norm over ``x`` as one batch (N, H, W, C), training statistics."""
+    from poolcli.ops.norm import batch_norm
+
+    return Result(batch_norm(x, None, None, training=True, **_affine(p)))
+
+
 _WINDOW = ("kernel", "stride", "padding", "dilation", "ceil_mode")
+_NORM = ("eps", "gamma", "beta")
 
 OPERATORS: list[Operator] = [
     Operator("max", "pool", "Max pooling: the largest value of each window.",
@@ -154,6 +190,20 @@ OPERATORS: list[Operator] = [
     Operator("adaptive-max", "pool", "Adaptive max pooling to a fixed output size.",
              "torch.nn.functional.adaptive_max_pool2d", ("output_size",), _run_adaptive_max,
              selects=True),
+    Operator("instance", "norm",
+             "Instance (contrast) normalization: each channel of each image to mean 0, var 1.",
+             "Ulyanov et al. 2016, arXiv:1607.08022; torch.nn.functional.instance_norm",
+             _NORM, _run_instance, aliases=("contrast",)),
+    Operator("batch", "norm",
+             "Batch normalization: channels normalized with statistics of the whole batch.",
+             "Ioffe & Szegedy 2015, arXiv:1502.03167; torch.nn.functional.batch_norm",
+             _NORM, _run_batch),
+    Operator("layer", "norm", "Layer normalization: each image over all its pixels and channels.",
+             "Ba et al. 2016, arXiv:1607.06450; torch.nn.functional.layer_norm",
+             _NORM, _run_layer),
+    Operator("group", "norm", "Group normalization: each image over groups of channels.",
+             "Wu & He 2018, arXiv:1803.08494; torch.nn.functional.group_norm",
+             (*_NORM, "groups"), _run_group),
 ]
 
 
