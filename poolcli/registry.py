@@ -71,6 +71,29 @@ PARAMS: dict[str, Param] = {
               minimum=0),
         Param("output_size", ("--output-size",), "size", (32, 32),
               "adaptive: output size, N or HxW.", minimum=1),
+        Param("mode", ("--mode",), "choice", "train",
+              "stochastic: train samples a cell by probability, test weights by probability.",
+              choices=("train", "test")),
+        Param("seed", ("--seed",), "int", None,
+              "stochastic: random seed [default: drawn and reported].", minimum=0),
+        Param("k", ("--k",), "int", None,
+              "kmax: values kept per row/column [default: dynamic k, or half the length].",
+              minimum=1),
+        Param("axis", ("--axis",), "choice", "w", "kmax: along the width (w) or height (h).",
+              choices=("w", "h")),
+        Param("k_top", ("--k-top",), "int", None, "kmax dynamic k: k at the top layer.",
+              minimum=1),
+        Param("layer", ("--layer",), "int", 1, "kmax dynamic k: this layer l (1-based).",
+              minimum=1),
+        Param("layers", ("--layers",), "int", 1, "kmax dynamic k: number of layers L.",
+              minimum=1),
+        Param("weights", ("--weights",), "floats", (0.5, 0.3, 0.2),
+              "sort: weights of the largest values, largest first (>= 0).", minimum=0),
+        Param("alpha", ("--alpha",), "float", 0.5, "mixed: weight of max (0..1) vs avg.",
+              minimum=None),
+        Param("p", ("--gem-p",), "float", 3.0, "gem: the generalized-mean power p (> 0).",
+              minimum=0),
+        Param("r", ("--lse-r",), "float", 1.0, "lse: sharpness r (> 0).", minimum=0),
         Param("eps", ("--eps",), "float", 1e-5, "Added to the variance (> 0).", minimum=0),
         Param("gamma", ("--gamma",), "floats", None,
               "Scale per channel (one value, or one per channel).", minimum=None),
@@ -137,6 +160,98 @@ def _run_adaptive_max(x, p, want_indices):
     return Result(*out) if want_indices else Result(out)
 
 
+def _seeded(p: dict) -> dict:
+    """Resolve the stochastic seed: the given one, or a fresh one that is reported."""
+    from poolcli.ops.stochastic import derive_seed, new_seed
+
+    base = p.get("seed")
+    info = {}
+    if base is None:
+        base = new_seed()
+    key = p.get("_key")
+    seed = derive_seed(base, key) if key else base
+    info["seed"] = base
+    if key:
+        info["stream"] = f"derive_seed({base}, {key!r})"
+    return {"seed": seed, "info": info}
+
+
+def _run_stochastic(x, p, want_indices):
+    from poolcli.ops.stochastic import stochastic_pool2d
+
+    s = _seeded(p)
+    want = want_indices and p["mode"] == "train"
+    out = stochastic_pool2d(x, p["kernel"], p["stride"], p["padding"], p["ceil_mode"],
+                            mode=p["mode"], seed=s["seed"], return_indices=want)
+    res = Result(*out) if want else Result(out)
+    res.info.update(s["info"])
+    return res
+
+
+def _kmax_k(x, p) -> int:
+    from poolcli.ops.ranked import dynamic_k
+
+    length = x.shape[1 if p["axis"] == "w" else 0]
+    if p.get("k_top") is not None:
+        return dynamic_k(p["k_top"], p["layer"], p["layers"], length)
+    if p.get("k") is not None:
+        return p["k"]
+    return max(1, length // 2)
+
+
+def _run_kmax(x, p, want_indices):
+    from poolcli.ops.ranked import kmax_pool
+
+    k = _kmax_k(x, p)
+    out = kmax_pool(x, k, axis=1 if p["axis"] == "w" else 0, return_indices=want_indices)
+    res = Result(*out) if want_indices else Result(out)
+    res.info["k"] = k
+    return res
+
+
+def _run_sort(x, p, want_indices):
+    from poolcli.ops.ranked import sort_pool2d
+
+    return Result(sort_pool2d(x, p["kernel"], p["stride"], p["weights"], p["padding"],
+                              p["ceil_mode"]))
+
+
+def _run_mixed(x, p, want_indices):
+    from poolcli.ops.zoo import mixed_pool2d
+
+    return Result(mixed_pool2d(x, *_pool_args(p), p["ceil_mode"], alpha=p["alpha"]))
+
+
+def _run_softpool(x, p, want_indices):
+    from poolcli.ops.zoo import softpool2d
+
+    return Result(softpool2d(x, p["kernel"], p["stride"], p["ceil_mode"]))
+
+
+def _run_gem(x, p, want_indices):
+    from poolcli.ops.zoo import gem_pool2d
+
+    return Result(gem_pool2d(x, p["kernel"], p["stride"], p["ceil_mode"], p=p["p"]))
+
+
+def _run_lse(x, p, want_indices):
+    from poolcli.ops.zoo import lse_pool2d
+
+    return Result(lse_pool2d(x, p["kernel"], p["stride"], p["ceil_mode"], r=p["r"]))
+
+
+def _run_blur(x, p, want_indices):
+    from poolcli.ops.zoo import blur_pool2d
+
+    k = p["kernel"]
+    if k[0] != k[1]:
+        raise ValueError(f"blur needs a square kernel, got {k[0]}x{k[1]}")
+    stride = p["stride"] or (2, 2)
+    if stride[0] != stride[1]:
+        raise ValueError(f"blur needs one stride for both axes, got {stride[0]}x{stride[1]}")
+    return Result(blur_pool2d(x, k[0], stride[0]))
+
+
 def _affine(p: dict) -> dict:
     return {"eps": p["eps"], "weight": p.get("gamma"), "bias": p.get("beta")}
 
@@ -190,6 +305,33 @@ OPERATORS: list[Operator] = [
     Operator("adaptive-max", "pool", "Adaptive max pooling to a fixed output size.",
              "torch.nn.functional.adaptive_max_pool2d", ("output_size",), _run_adaptive_max,
              selects=True),
+    Operator("stochastic", "pool",
+             "Stochastic pooling: sample a cell with probability a/sum(a) (test: weighted mean).",
+             "Zeiler & Fergus, ICLR 2013, arXiv:1301.3557; Caffe StoPoolForwardTrain/Test",
+             ("kernel", "stride", "padding", "ceil_mode", "mode", "seed"), _run_stochastic,
+             selects=True),
+    Operator("kmax", "pool",
+             "K-max pooling: the k largest values of each row (or column), in original order.",
+             "Kalchbrenner et al., ACL 2014 (DCNN), arXiv:1404.2188",
+             ("k", "axis", "k_top", "layer", "layers"), _run_kmax, selects=True),
+    Operator("sort", "pool", "Sort pooling: weighted sum of each window's largest values.",
+             "Singla 2017 (sort_pool2d); weights largest first",
+             ("kernel", "stride", "padding", "ceil_mode", "weights"), _run_sort),
+    Operator("mixed", "pool", "Mixed pooling: alpha*max + (1-alpha)*avg.",
+             "Yu et al., RSKT 2014, 'Mixed pooling for CNNs'",
+             ("kernel", "stride", "padding", "ceil_mode", "alpha"), _run_mixed),
+    Operator("softpool", "pool", "SoftPool: softmax-weighted sum sum(e^a a)/sum(e^a).",
+             "Stergiou et al., ICCV 2021, arXiv:2101.00440",
+             ("kernel", "stride", "ceil_mode"), _run_softpool),
+    Operator("gem", "pool", "Generalized-mean pooling: mean(clamp(x, eps)^p)^(1/p).",
+             "Radenović et al., TPAMI 2018, arXiv:1711.02512",
+             ("kernel", "stride", "ceil_mode", "p"), _run_gem),
+    Operator("lse", "pool", "Log-sum-exp pooling: (1/r) log mean(e^(r x)).",
+             "Pinheiro & Collobert, CVPR 2015, arXiv:1411.6228",
+             ("kernel", "stride", "ceil_mode", "r"), _run_lse),
+    Operator("blur", "pool", "BlurPool: binomial low-pass filter, then subsample (anti-aliased).",
+             "Zhang, ICML 2019, 'Making CNNs shift-invariant again', arXiv:1904.11486",
+             ("kernel", "stride"), _run_blur),
     Operator("instance", "norm",
              "Instance (contrast) normalization: each channel of each image to mean 0, var 1.",
              "Ulyanov et al. 2016, arXiv:1607.08022; torch.nn.functional.instance_norm",
