@@ -253,7 +253,10 @@ def pool_one(job, op, params, save_indices, opts, max_pixels) -> dict:
 
     img = _read(job.source, max_pixels)
     x = img.array
-    result = op.run(x, params, save_indices)
+    run_params = dict(params)
+    if "seed" in op.params:  # each image its own random stream, derived from one base seed
+        run_params["_key"] = os.path.basename(job.source)
+    result = op.run(x, run_params, save_indices)
     values = result.values
     notes = list(img.notes)
     notes.extend(f"{k}: {v}" for k, v in result.info.items())
@@ -669,3 +672,86 @@ def load_stats(path) -> dict:
         raise click.UsageError(f"{path}: not a poolcli batch-norm statistics file "
                                f"(format {STATS_FORMAT!r} with running_mean/running_var)")
     return data
+
+
+# ----------------------------------------------------------------------------------------------
+# unpool
+# ----------------------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("pooled")
+@click.option("--indices", "map_path", required=True, type=click.Path(dir_okay=False),
+              help="Max-location map written by `pool --save-indices` ({stem}.indices.npz).")
+@click.option("--accumulate", is_flag=True,
+              help="Add values that land on the same cell (the true backward pass of "
+                   "overlapping pooling) instead of overwriting like PyTorch.")
+@click.option("--output-size", type=SIZE, default=None,
+              help="Override the output size HxW [default: the input size stored in the map].")
+@common_output_options
+def unpool(pooled, map_path, accumulate, output_size, output, fmt, force, quality,
+           compress_level, max_pixels, as_json, verbose, quiet, recursive):
+    """Rebuild the pre-pooling size from POOLED and its max-location map (zeros elsewhere).
+
+    POOLED may be the pooled image itself or any image of the pooled shape (for example after
+    `poolcli norm`). The output size comes from the map, so it never has to be guessed.
+    """
+    from poolcli import indexmap
+    from poolcli.errors import PoolcliError
+
+    session = Session(as_json, quiet, verbose)
+    jobs = plan(session, [pooled], "unpool", output, fmt, False)
+    job = jobs[0]
+    opts = {"force": force, "quality": quality, "compress_level": compress_level,
+            "display": "sigma:3"}
+    try:
+        m = indexmap.load(map_path)
+        img = _read(job.source, max_pixels)
+        record = unpool_one(img, m, map_path, job.output, accumulate, output_size, opts)
+    except PoolcliError as exc:
+        session.error(_one_line(exc))
+    except (ValueError, TypeError) as exc:
+        session.error(f"{job.source}: {_one_line(exc)}")
+    else:
+        session.emit(record)
+    session.exit()
+
+
+def unpool_one(img, m, map_path, out_path, accumulate, output_size, opts) -> dict:
+    """Unpool a decoded image with a loaded map; raises IndexMapError on any mismatch."""
+    from poolcli.errors import IndexMapError
+    from poolcli.ops import max_unpool2d
+
+    x = img.array
+    if x.shape[:2] != m.indices.shape[:2]:
+        raise IndexMapError(f"{img.source}: image is {x.shape[0]}x{x.shape[1]} but the map "
+                            f"{map_path} was made for a {m.indices.shape[0]}x"
+                            f"{m.indices.shape[1]} pooled image")
+    if x.shape[2] != m.indices.shape[2]:
+        raise IndexMapError(f"{img.source}: {x.shape[2]} channels but the map {map_path} has "
+                            f"{m.indices.shape[2]}")
+    h, w, _ = m.input_shape
+    size = output_size or (h, w)
+    geo = m.geometry()
+    values = max_unpool2d(x, m.indices, geo["kernel_size"], geo["stride"], geo["padding"],
+                          output_size=size, reduce="sum" if accumulate else None)
+    notes = list(img.notes) + [f"map {map_path}: {m.meta.get('operator')} of "
+                               f"{m.meta.get('source')} {h}x{w}"]
+    if x.dtype.kind == "f" and x.min() < 0:  # a normalized image: signed values
+        display = write_normalized(values, out_path, channels=img.channels, opts=opts,
+                                   notes=notes)
+    else:
+        display = None
+        write_result(values, out_path, channels=img.channels, source_dtype=x.dtype, opts=opts,
+                     notes=notes)
+    zero = float((values == 0).mean())
+    notes.append(f"zero cells: {100 * zero:.1f}% (non-overlapping k x k pooling gives about "
+                 f"1 - 1/k²)")
+    return {
+        "input": img.source, "output": out_path, "op": "unpool",
+        "params": {"indices": map_path, "accumulate": accumulate, "output_size": list(size)},
+        "shape_in": list(x.shape), "shape_out": list(values.shape),
+        "dtype_in": str(x.dtype), "dtype_out": str(values.dtype),
+        "stats_in": _stats(x, img.channels), "stats_out": _stats(values, img.channels),
+        "zero_fraction": zero, "display": display, "notes": notes,
+    }
