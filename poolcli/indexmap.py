@@ -43,13 +43,30 @@ class IndexMap:
         return tuple(int(v) for v in self.meta["input_shape"])  # type: ignore[return-value]
 
     def geometry(self) -> dict:
-        """kernel/stride/padding as (h, w) pairs for :func:`poolcli.ops.max_unpool2d`."""
+        """kernel/stride/padding (h, w) pairs for :func:`poolcli.ops.max_unpool2d`.
+
+        Fixed windows use the map's own geometry, with the effective kernel ``d*(k-1)+1`` when
+        dilated (PyTorch's unpool size check ignores dilation). Maps of adaptive, global and
+        K-max pooling have no fixed window; for them a stride-1 window of ``in - out + 1`` gives
+        exactly the input size, which is all unpooling needs (indices carry the positions).
+        """
         m = self.meta
-        return {
-            "kernel_size": tuple(m.get("kernel") or (1, 1)),
-            "stride": tuple(m.get("stride") or m.get("kernel") or (1, 1)),
-            "padding": tuple(m.get("padding") or (0, 0)),
-        }
+        if m.get("kernel"):
+            k = m["kernel"]
+            d = m.get("dilation") or (1, 1)
+            return {
+                "kernel_size": tuple(d[i] * (k[i] - 1) + 1 for i in range(2)),
+                "stride": tuple(m.get("stride") or k),
+                "padding": tuple(m.get("padding") or (0, 0)),
+            }
+        out_h, out_w = self.indices.shape[:2]
+        in_h, in_w = self.input_shape[:2]
+        if out_h > in_h or out_w > in_w:
+            raise IndexMapError(
+                f"map of {m.get('operator')} output {out_h}x{out_w} is larger than its input "
+                f"{in_h}x{in_w}; give --output-size to unpool it")
+        return {"kernel_size": (in_h - out_h + 1, in_w - out_w + 1), "stride": (1, 1),
+                "padding": (0, 0)}
 
 
 def map_path_for(output_path: str) -> str:
