@@ -546,9 +546,8 @@ def test_broken_symlink(tmp_path):
     assert_read_error(tmp_path / "link.png", contains="broken symbolic link")
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read unreadable files")
 def test_permission_denied(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can read unreadable files")
     path = tmp_path / "secret.png"
     path.write_bytes(_png_bytes(rand((4, 4))))
     path.chmod(0)
@@ -654,9 +653,8 @@ def test_missing_directory(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
 def test_unwritable_directory(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can write into read-only directories")
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
