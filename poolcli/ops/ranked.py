@@ -79,12 +79,14 @@ def kmax_pool(x, k, axis=1, return_indices=False):
         name = "width" if axis == 1 else "height"
         raise ValueError(f"k must be between 1 and the {name} {length}, got k={k}")
     k = int(k)
-    # Ascending stable sort of the reversed axis: equal values come out latest-original first,
+    # Lanes along the last axis, reversed and contiguous so each argsort runs on one block.
+    lanes = np.ascontiguousarray(np.flip(np.moveaxis(x4, ax, -1), axis=-1))
+    # Ascending stable sort of the reversed lane: equal values come out latest-original first,
     # so the last k positions hold the k largest with ties going to the earliest; NaN sorts last.
-    order = np.argsort(np.flip(x4, axis=ax), axis=ax, kind="stable")
-    top = np.take(order, np.arange(length - k, length), axis=ax)
-    keep = np.sort((length - 1) - top, axis=ax)  # original positions, original order
-    values = np.take_along_axis(x4, keep, axis=ax)
+    order = np.argsort(lanes, axis=-1, kind="stable")[..., length - k :]
+    keep = np.sort((length - 1) - order, axis=-1)  # original positions, original order
+    values = np.moveaxis(np.take_along_axis(lanes[..., ::-1], keep, axis=-1), -1, ax)
+    keep = np.moveaxis(keep, -1, ax)
     if not return_indices:
         return restore(values)
     w = x4.shape[2]
@@ -170,7 +172,7 @@ def sort_pool2d(
     -------
     ndarray
         float32 (float64 for float64 and 32/64-bit integer input, as
-        :func:`poolcli.ops.avg_pool2d`); the weighted sum is accumulated in float64.
+        :func:`poolcli.ops.avg_pool2d`); the weighted sum is computed in float64.
 
     Notes
     -----
@@ -219,17 +221,22 @@ def sort_pool2d(
         kind == "f" and np.isnan(x4).any()  # np.maximum/minimum would duplicate a NaN
     )
 
-    out = np.empty((n, oh, ow, c), dtype=float_dtype_for(x4.dtype))
+    out_dtype = float_dtype_for(x4.dtype)
+    out = np.empty((n, c, oh, ow), dtype=out_dtype)  # planar: inner loops run along the width
+    planes = x4.transpose(0, 3, 1, 2)  # (N, C, H, W) views
     rows = max(1, min(oh, _STRIP_BYTES // max(1, ow * c * taps * x4.dtype.itemsize)))
-    buf = np.empty((taps, rows, ow, c), dtype=x4.dtype)  # one contiguous plane per tap
-    acc = np.empty((rows, ow, c), dtype=np.float64)
+    buf = np.empty((taps, c, rows, ow), dtype=x4.dtype)  # one contiguous plane per tap
+    # Summed in float64 then rounded once: float32 sums show as 3.3000002 and cancel badly
+    # for signed input.
+    acc_dtype = np.dtype(np.float64)
+    acc = np.empty((c, rows, ow), dtype=acc_dtype)
     term = np.empty_like(acc)
     for b in range(n):
-        img = x4[b]
+        img = planes[b]
         for i0 in range(0, oh, rows):
             i1 = min(oh, i0 + rows)
             r = i1 - i0
-            vals = buf[:, :r]
+            vals = buf[:, :, :r]
             t = 0
             for th in range(ah.k):
                 j0h, j1h = ah.tap_range(th, i0, i1)
@@ -243,26 +250,29 @@ def sort_pool2d(
                         continue
                     hs = j0h * ah.s - ah.p + th
                     ws = j0w * aw.s - aw.p + tw
-                    src = img[
+                    dst[:, j0h - i0 : j1h - i0, j0w:j1w] = img[
+                        :,
                         hs : hs + (j1h - j0h - 1) * ah.s + 1 : ah.s,
                         ws : ws + (j1w - j0w - 1) * aw.s + 1 : aw.s,
                     ]
-                    dst[j0h - i0 : j1h - i0, j0w:j1w] = src
             if network:
                 top = _select_top(list(vals), m)
             else:
                 ordered = np.sort(np.moveaxis(vals, 0, -1), axis=-1)  # ascending, NaN last
                 top = [ordered[..., taps - 1 - rank] for rank in range(m)]
-            a, tm = acc[:r], term[:r]
-            a.fill(0.0)
-            strip_real = real[i0:i1, :, None]
-            for rank in ranks:
-                np.multiply(top[rank], wts[rank], out=tm)
+            a = out[b, :, i0:i1] if acc_dtype == out_dtype else acc[:, :r]
+            tm = term[:, :r]
+            strip_real = real[i0:i1]
+            for k, rank in enumerate(ranks):
+                dst = a if k == 0 else tm
+                np.multiply(top[rank], acc_dtype.type(wts[rank]), out=dst)
                 if rank >= strip_real.min():  # some windows have no cell of this rank
-                    np.copyto(tm, 0.0, where=strip_real <= rank)
-                a += tm
-            out[b, i0:i1] = a
-    return restore(out)
+                    np.copyto(dst, 0, where=strip_real <= rank)
+                if k:
+                    a += tm
+            if acc_dtype != out_dtype:
+                out[b, :, i0:i1] = a
+    return restore(out.transpose(0, 2, 3, 1))
 
 
 # Selection network vs np.sort: a compare-exchange is two whole-plane ufunc calls (fast, SIMD),

@@ -94,11 +94,15 @@ def stochastic_pool2d(
     cells are all zero picks its first real cell (value 0).
 
     The uniforms are drawn with ``Generator.random`` one per output cell in C order over
-    ``(N, oh, ow, C)``, whatever the window shape. Float64 input whose window sums could
-    overflow is scaled by a power of two first (same probabilities); in test mode float64 input
-    with values beyond ``2**±480`` is normalized by each window's maximum before squaring, so
-    neither overflow nor underflow distorts the result. Cost: O(N*oh*ow*C*kh*kw) in about five numpy calls
-    per kernel tap and row strip.
+    ``(N, oh, ow, C)``, whatever the window shape, so a given seed (or generator state) always
+    gives the same picks. 8/16-bit integers are summed exactly in integer types; float64 input
+    whose window sums could overflow is scaled by a power of two first (same probabilities),
+    and in test mode float64 input with values beyond ``2**±480`` is normalized by each
+    window's maximum before squaring, so neither overflow nor underflow distorts the result.
+
+    Cost: O(N*oh*ow*C*kh*kw), about ten whole-strip numpy calls per kernel tap and row strip in
+    train mode (two passes over the taps) and two separable window sums in test mode; roughly
+    10-25x :func:`poolcli.ops.max_pool2d` on an RGB image.
 
     Examples
     --------
@@ -229,9 +233,9 @@ def _test(x4: np.ndarray, ah: Axis, aw: Axis, largest: float) -> np.ndarray:
     acc = _exact_accumulator(x4.dtype, taps)
     acc_sq = _exact_accumulator(x4.dtype, taps, squares=True)
     if acc is not None and acc_sq is not None:
-        total = reduce_windows(x4, ah, aw, "sum", acc, planar=True)
+        total = reduce_windows(x4, ah, aw, "sum", acc)
         a = x4.astype(f"u{2 * x4.dtype.itemsize}")  # non-negative, squares fit exactly
-        squares = reduce_windows(np.square(a, out=a), ah, aw, "sum", acc_sq, planar=True)
+        squares = reduce_windows(np.square(a, out=a), ah, aw, "sum", acc_sq)
         out = np.divide(squares, np.maximum(total, 1), dtype=np.float64)  # 0 / 1 when empty
     elif x4.dtype == np.float64 and x4.size and (
         largest > _HUGE or np.min(x4, where=x4 > 0, initial=np.inf) < _TINY
@@ -239,11 +243,11 @@ def _test(x4: np.ndarray, ah: Axis, aw: Axis, largest: float) -> np.ndarray:
         return _test_normalized(x4, ah, aw).astype(result, copy=False)
     else:
         a = x4.astype(np.float64, copy=True)
-        total = reduce_windows(a, ah, aw, "sum", np.float64, planar=True)
-        squares = reduce_windows(np.square(a, out=a), ah, aw, "sum", np.float64, planar=True)
+        total = reduce_windows(a, ah, aw, "sum", np.float64)
+        squares = reduce_windows(np.square(a, out=a), ah, aw, "sum", np.float64)
         # the smallest subnormal leaves every positive total as is and makes 0 / 0 give 0
         out = np.divide(squares, np.maximum(total, np.finfo(np.float64).smallest_subnormal))
-    return out.astype(result, copy=False).transpose(0, 1, 3, 2)
+    return out.astype(result, copy=False)
 
 
 def _test_normalized(x4: np.ndarray, ah: Axis, aw: Axis) -> np.ndarray:
@@ -375,7 +379,8 @@ def _train(x4: np.ndarray, ah: Axis, aw: Axis, rng: np.random.Generator, scale: 
                 np.floor(pr, out=pr)
                 np.copyto(th_, pr, casting="unsafe")  # exact: 0 <= floor(u * S) < S
             cu.fill(0)
-            cnt.fill(0)
+            if want_indices:
+                cnt.fill(0)
             if views[0] is not None:  # tap 0 is picked unless the sums below move on
                 np.copyto(v[:, views[0][0], views[0][1]], views[0][2])
             for t in range(len(taps) - 1):
@@ -383,7 +388,8 @@ def _train(x4: np.ndarray, ah: Axis, aw: Axis, rng: np.random.Generator, scale: 
                     part = cu[:, sums[t][0], sums[t][1]]
                     np.add(part, sums[t][2], out=part)
                 np.less_equal(cu, th_, out=bl)
-                np.add(cnt, bl, out=cnt)
+                if want_indices:
+                    np.add(cnt, bl, out=cnt)
                 nxt = views[t + 1]
                 if nxt is not None:
                     # v = where(bl, next tap, v), branch-free on the bits: v ^= (v ^ sv) & mask
