@@ -88,11 +88,33 @@ def _walk(root: str, recursive: bool) -> tuple[list[Job], int]:
     return jobs, skipped
 
 
-def output_name(source: str, op: str, fmt: str | None, template: str = "{stem}_{op}{ext}") -> str:
+TEMPLATE_FIELDS = {
+    "stem": "input file name without its suffix",
+    "ext": "output suffix with its dot (the input's, or --format's)",
+    "op": "operator name (pipeline: the stage operators joined by '-')",
+    "name": "input file name",
+    "parent": "name of the input's directory",
+    "index": "position of the input in the (sorted, expanded) input list, from 0",
+}
+
+
+def check_template(template: str) -> str | None:
+    """A problem with an output-name template, or None."""
+    try:
+        name = template.format(**{k: "x" for k in TEMPLATE_FIELDS})
+    except (KeyError, IndexError, ValueError) as exc:
+        return (f"bad template {template!r} ({exc}); fields: "
+                + ", ".join("{" + k + "}" for k in TEMPLATE_FIELDS))
+    if not name or "/" in template.replace("{", "").replace("}", "") and name.endswith("/"):
+        return f"bad template {template!r}: it names no file"
+    return None
+
+
+def output_name(source: str, op: str, fmt: str | None, template: str = "{stem}_{op}{ext}",
+                index: int = 0) -> str:
     """File name for the result of ``op`` on ``source``; ``fmt`` (e.g. ``npy``) changes the suffix.
 
-    Template fields: ``{stem}`` input name without suffix, ``{ext}`` output suffix with its dot,
-    ``{op}`` operator name, ``{name}`` input file name.
+    Template fields are listed in :data:`TEMPLATE_FIELDS`.
     """
     base = "stdin.png" if source == STDIN else os.path.basename(source)
     stem, ext = os.path.splitext(base)
@@ -100,7 +122,8 @@ def output_name(source: str, op: str, fmt: str | None, template: str = "{stem}_{
         ext = "." + fmt.lower().lstrip(".")
     elif not ext:
         ext = ".png"
-    return template.format(stem=stem, ext=ext, op=op, name=base)
+    parent = os.path.basename(os.path.dirname(os.path.abspath(source))) if source != STDIN else ""
+    return template.format(stem=stem, ext=ext, op=op, name=base, parent=parent, index=index)
 
 
 def plan_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None, *,
@@ -118,11 +141,11 @@ def plan_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None, 
         and output.lower().endswith(SUPPORTED_SUFFIXES)
         and not os.path.isdir(output)
     )
-    for job in jobs:
+    for index, job in enumerate(jobs):
         if single_file:
             job.output = output
             continue
-        name = output_name(job.source, op, fmt, template)
+        name = output_name(job.source, op, fmt, template, index)
         if output is None:
             directory = "." if job.source == STDIN else os.path.dirname(job.source)
         else:

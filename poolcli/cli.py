@@ -28,14 +28,18 @@ FORMATS = ("png", "tif", "tiff", "npy", "jpg", "jpeg", "webp", "bmp")
 
 
 class Session:
-    """Where output goes, and the error tally of one command run."""
+    """Where output goes, and the tally of one command run."""
 
     def __init__(self, as_json: bool, quiet: bool, verbose: bool = False):
+        import time
+
         self.as_json = as_json
         self.quiet = quiet
         self.verbose = verbose
         self.failed = 0
         self.ok = 0
+        self.skipped = 0
+        self.started = time.perf_counter()
         self._console = None
 
     @property
@@ -66,7 +70,17 @@ class Session:
 
             self.console.print(stats_table(record))
 
-    def exit(self):
+    def summary(self) -> dict:
+        import time
+
+        return {"ok": self.ok, "failed": self.failed, "skipped": self.skipped,
+                "seconds": round(time.perf_counter() - self.started, 3)}
+
+    def exit(self, summary: bool = True):
+        if summary and self.as_json:
+            import json
+
+            click.echo(json.dumps({"summary": self.summary()}))
         sys.exit(EXIT_FAILED if self.failed else EXIT_OK)
 
 
@@ -75,64 +89,252 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def run_jobs(session: Session, jobs, work) -> None:
-    """Run ``work(job) -> record`` for each job, reporting failures in one line and going on."""
+def guarded(fn, job, args, verbose=False):
+    """Run ``fn(job, *args)``; return ``("ok", record)`` or ``("error", one-line message)``.
+
+    Top-level so worker processes can run it; exceptions never cross the process boundary.
+    """
     from poolcli.errors import PoolcliError
 
-    for job in jobs:
-        try:
-            record = work(job)
-        except PoolcliError as exc:
-            session.error(_one_line(exc))
-        except (ValueError, TypeError, MemoryError) as exc:
-            if session.verbose:
-                import traceback
+    try:
+        return "ok", fn(job, *args)
+    except PoolcliError as exc:
+        return "error", _one_line(exc)
+    except (ValueError, TypeError, MemoryError, OverflowError) as exc:
+        message = f"{job.source}: {_one_line(exc)}"
+        if verbose:
+            import traceback
 
-                traceback.print_exc()
-            session.error(f"{job.source}: {_one_line(exc)}")
+            message += "\n" + traceback.format_exc()
+        return "error", message
+
+
+def _worker_init():
+    """Workers: SIGTERM unwinds like Ctrl-C, so temporary files are removed."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_batch(session: Session, jobs, fn, args=(), *, workers=1, fail_fast=False) -> None:
+    """Run ``fn(job, *args)`` over ``jobs``, in parallel with ``workers`` processes.
+
+    Results and errors are reported in input order. A failing input is one line on stderr and
+    the others go on (``fail_fast`` stops at the first failure). Ctrl-C or SIGTERM stops
+    cleanly: running images finish or are abandoned with their temporary files removed, nothing
+    half-written remains, and what was done is reported (exit 130).
+    """
+    import signal
+
+    from poolcli.batch import STDIN
+
+    if any(j.source == STDIN for j in jobs):
+        workers = 1  # stdin can be read once, by this process
+    workers = max(1, min(workers, len(jobs)))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    progress = _progress(session, len(jobs))
+    done = 0
+    executor = None
+    futures = []
+    try:
+        if workers == 1:
+            results = (guarded(fn, job, args, session.verbose) for job in jobs)
         else:
-            session.emit(record)
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+            executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+            futures = [executor.submit(guarded, fn, job, args, session.verbose) for job in jobs]
+            results = (f.result() for f in futures)
+        for status, payload in results:
+            done += 1
+            if progress:
+                progress.advance(progress.task_ids[0])
+            if status == "ok":
+                session.emit(payload)
+            else:
+                session.error(payload)
+                if fail_fast:
+                    session.warn(f"--fail-fast: stopped after {done} of {len(jobs)} inputs")
+                    break
+    except KeyboardInterrupt:
+        finished = session.ok
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+            executor = None
+            # images that workers completed after the last one reported here
+            finished += sum(1 for f in futures[done:] if f.done() and not f.cancelled()
+                            and f.exception() is None and f.result()[0] == "ok")
+        if progress:
+            progress.stop()
+        click.echo(f"poolcli: interrupted: {finished} of {len(jobs)} images written, "
+                   f"{session.failed} failed, the rest not processed; no partial files left",
+                   err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if progress:
+            progress.stop()
+
+
+def _progress(session: Session, total: int):
+    """A rich progress bar on stderr, only when it is a terminal (and not with -q)."""
+    if session.quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    progress = Progress("[progress.description]{task.description}", BarColumn(),
+                        MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), transient=True)
+    progress.add_task("images", total=total)
+    progress.start()
+    return progress
+
+
+def _default_jobs() -> int:
+    return os.cpu_count() or 1
 
 
 def common_output_options(f):
-    """Options shared by commands that write one result per input."""
-    f = click.option("-q", "--quiet", is_flag=True, help="No tables; errors only.")(f)
-    f = click.option("-v", "--verbose", is_flag=True, help="Tracebacks for errors.")(f)
-    f = click.option("--json", "as_json", is_flag=True,
-                     help="One JSON object per image on stdout; tables go to stderr.")(f)
-    f = click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-                     help="Refuse images with more pixels (decompression-bomb guard) "
-                          "[default: 178956970].")(f)
-    f = click.option("--compress-level", type=click.IntRange(0, 9), default=None,
-                     help="PNG/TIFF zlib level [default: 1, see README].")(f)
-    f = click.option("--quality", type=click.IntRange(1, 100), default=None,
-                     help="JPEG/WebP quality [default: 90].")(f)
-    f = click.option("--force", is_flag=True, help="Replace existing outputs (never inputs).")(f)
-    f = click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False),
-                     default=None, help="Output format [default: the input's].")(f)
-    f = click.option("-o", "--output", type=click.Path(), default=None,
+    """Options shared by commands that write one result per input (batch processing)."""
+    options = [
+        click.option("-r", "--recursive", is_flag=True,
+                     help="Descend into sub-directories of directory inputs (the folder "
+                          "structure is mirrored under -o)."),
+        click.option("--from-list", "from_list", type=click.Path(allow_dash=True), default=None,
+                     help="Read more input paths from FILE, one a line (- for stdin)."),
+        click.option("-o", "--output", type=click.Path(), default=None,
                      help="Output file (one input) or directory (created if missing) "
-                          "[default: beside each input as {stem}_{op}{ext}].")(f)
-    f = click.option("-r", "--recursive", is_flag=True,
-                     help="Descend into sub-directories of directory inputs.")(f)
+                          "[default: beside each input]."),
+        click.option("--name", "name_template", default="{stem}_{op}{ext}", show_default=True,
+                     help="Output file name template: {stem} {ext} {op} {name} {parent} "
+                          "{index} (see README)."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False),
+                     default=None, help="Output format [default: the input's]."),
+        click.option("--force", is_flag=True, help="Replace existing outputs (never inputs)."),
+        click.option("--quality", type=click.IntRange(1, 100), default=None,
+                     help="JPEG/WebP quality [default: 90]."),
+        click.option("--compress-level", type=click.IntRange(0, 9), default=None,
+                     help="PNG/TIFF zlib level [default: 1, see README]."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+                     help="Refuse images with more pixels (decompression-bomb guard) "
+                          "[default: 178956970]."),
+        click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
+                     help="Parallel worker processes [default: number of cores]."),
+        click.option("--fail-fast", is_flag=True, help="Stop at the first failing input."),
+        click.option("--dry-run", is_flag=True, help="List what would be written; read nothing."),
+        click.option("--shard", type=ShardType(), default=None,
+                     help="Process only slice I of N (I/N, 1-based) of the sorted inputs, "
+                          "for N array jobs on a cluster."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="One JSON object per image on stdout, then a summary object; "
+                          "tables go to stderr."),
+        click.option("-v", "--verbose", is_flag=True, help="Tracebacks for errors."),
+        click.option("-q", "--quiet", is_flag=True, help="No tables or progress; errors only."),
+    ]
+    for option in reversed(options):
+        f = option(f)
     return f
 
 
-def plan(session: Session, inputs, op_name, output, fmt, recursive):
-    """Expand inputs and name outputs; usage problems exit 2 before any file is read."""
-    from poolcli.batch import expand_inputs, plan_outputs
+BATCH_KEYS = ("recursive", "from_list", "output", "name_template", "fmt", "force", "quality",
+              "compress_level", "max_pixels", "workers", "fail_fast", "dry_run", "shard",
+              "as_json", "verbose", "quiet")
 
-    jobs, skipped, missing = expand_inputs(inputs, recursive=recursive)
+
+class ShardType(click.ParamType):
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            i, n = (int(v) for v in str(value).split("/"))
+        except ValueError:
+            self.fail(f"{value!r} is not I/N (e.g. 2/8)", param, ctx)
+        if not 1 <= i <= n:
+            self.fail(f"{value!r}: need 1 <= I <= N", param, ctx)
+        return (i, n)
+
+
+def split_batch(kw: dict) -> tuple[dict, dict]:
+    """Split a command's keyword arguments into (batch options, the rest)."""
+    batch = {k: kw.pop(k) for k in BATCH_KEYS if k in kw}
+    return batch, kw
+
+
+def read_list(path: str) -> list[str]:
+    """Paths from a list file (``-`` = stdin): one a line, blank lines and ``#`` comments skipped."""
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                lines = fh.read().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror or exc}",
+                                 param_hint="'--from-list'") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def plan(session: Session, inputs, op_name, b: dict, *, name_outputs=True):
+    """Expand inputs and name outputs; usage problems exit 2 before any file is read."""
+    from poolcli.batch import check_template, expand_inputs, plan_outputs
+
+    items = list(inputs)
+    if b.get("from_list"):
+        items += read_list(b["from_list"])
+    if not items:
+        raise click.UsageError("no inputs given (INPUTS... or --from-list)")
+    template = b.get("name_template") or "{stem}_{op}{ext}"
+    problem = check_template(template)
+    if problem:
+        raise click.BadParameter(problem, param_hint="'--name'")
+    jobs, skipped, missing = expand_inputs(items, recursive=b.get("recursive", False))
+    session.skipped += skipped
     for pattern in missing:
         session.error(f"{pattern}: no files match")
     if skipped:
         session.warn(f"skipped {skipped} unsupported file(s) in input directories")
     if not jobs and not missing:
         raise click.UsageError("no input images found")
-    problems = plan_outputs(jobs, op_name, output, fmt)
-    if problems:
-        raise click.UsageError("; ".join(problems))
+    if name_outputs:
+        problems = plan_outputs(jobs, op_name, b.get("output"), b.get("fmt"), template=template)
+        if problems:
+            raise click.UsageError("; ".join(problems[:5]) + (
+                f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+    if b.get("shard"):
+        i, n = b["shard"]
+        jobs = jobs[i - 1::n]
+    if b.get("dry_run"):
+        import json
+
+        for job in jobs:
+            if b.get("as_json"):
+                click.echo(json.dumps({"input": job.source, "output": job.output,
+                                       "dry_run": True}))
+            else:
+                click.echo(f"{job.source} -> {job.output}")
+        sys.exit(EXIT_FAILED if session.failed else EXIT_OK)
     return jobs
+
+
+def write_opts(b: dict) -> dict:
+    return {"force": b.get("force", False), "quality": b.get("quality"),
+            "compress_level": b.get("compress_level")}
+
+
+def batch_run(session, jobs, fn, args, b):
+    run_batch(session, jobs, fn, args, workers=b.get("workers") or _default_jobs(),
+              fail_fast=b.get("fail_fast", False))
 
 
 def write_result(values, out_path, *, channels, source_dtype, opts, notes):
@@ -215,39 +417,39 @@ def _validate_geometry(op, params):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("--op", "op_name", type=click.Choice(registry.names("pool")), default="max",
               show_default=True, help="Pooling operator (see `poolcli ops`).")
 @_op_options("pool")
 @click.option("--save-indices", is_flag=True,
               help="Also write the max-location map {output stem}.indices.npz (selecting ops).")
+@click.option("--indices-png", is_flag=True,
+              help="Also write {output stem}.selected.png: the input with only the selected "
+                   "cells kept (others black), selecting ops.")
 @common_output_options
-def pool(inputs, op_name, save_indices, output, fmt, force, quality, compress_level, max_pixels,
-         as_json, verbose, quiet, recursive, **op_params):
+def pool(inputs, op_name, save_indices, indices_png, **kw):
     """Pool each image in INPUTS (files, directories, glob patterns, - for stdin).
 
     Prints per-channel statistics of input and output; writes the result beside each input as
-    {stem}_{op}{ext} unless -o is given. Inputs are never overwritten.
+    {stem}_{op}{ext} unless -o or --name say otherwise. Inputs are never overwritten.
     """
+    b, op_params = split_batch(kw)
     op = registry.get(op_name)
     params = {name: op_params[name] for name in op.params}
     _validate_geometry(op, params)
-    if save_indices and not op.selects:
+    if (save_indices or indices_png) and not op.selects:
         selecting = ", ".join(o.name for o in registry.OPERATORS if o.selects)
-        raise click.BadParameter(f"--op {op.name} does not select cells; --save-indices works "
-                                 f"with {selecting}", param_hint="'--save-indices'")
-    session = Session(as_json, quiet, verbose)
-    jobs = plan(session, inputs, op.name, output, fmt, recursive)
-    opts = {"force": force, "quality": quality, "compress_level": compress_level}
-
-    def work(job):
-        return pool_one(job, op, params, save_indices, opts, max_pixels)
-
-    run_jobs(session, jobs, work)
+        flag = "--save-indices" if save_indices else "--indices-png"
+        raise click.BadParameter(f"--op {op.name} does not select cells; {flag} works "
+                                 f"with {selecting}", param_hint=f"'{flag}'")
+    session = Session(b["as_json"], b["quiet"], b["verbose"])
+    jobs = plan(session, inputs, op.name, b)
+    flags = {"save_indices": save_indices, "indices_png": indices_png}
+    batch_run(session, jobs, pool_one, (op, params, flags, write_opts(b), b["max_pixels"]), b)
     session.exit()
 
 
-def pool_one(job, op, params, save_indices, opts, max_pixels) -> dict:
+def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
     """Read, pool, write (and save indices) for one job; returns the report record."""
     from poolcli import indexmap
 
@@ -256,24 +458,34 @@ def pool_one(job, op, params, save_indices, opts, max_pixels) -> dict:
     run_params = dict(params)
     if "seed" in op.params:  # each image its own random stream, derived from one base seed
         run_params["_key"] = os.path.basename(job.source)
-    result = op.run(x, run_params, save_indices)
+    want_indices = flags["save_indices"] or flags["indices_png"]
+    result = op.run(x, run_params, want_indices)
     values = result.values
     notes = list(img.notes)
     notes.extend(f"{k}: {v}" for k, v in result.info.items())
-    map_path = None
-    if save_indices:
-        map_path = indexmap.map_path_for(job.output)
-        meta = indexmap.build_meta(operator=op.name, params=params, input_shape=x.shape,
-                                   input_dtype=x.dtype, output_shape=values.shape,
-                                   source=img.source)
-        indexmap.save(map_path, result.indices, meta, overwrite=opts["force"])
+    written = []  # side files, removed again if the main output cannot be written
     try:
+        if flags["save_indices"]:
+            map_path = indexmap.map_path_for(job.output)
+            meta = indexmap.build_meta(operator=op.name, params=params, input_shape=x.shape,
+                                       input_dtype=x.dtype, output_shape=values.shape,
+                                       source=img.source)
+            indexmap.save(map_path, result.indices, meta, overwrite=opts["force"])
+            written.append(map_path)
+        if flags["indices_png"]:
+            picture = selection_picture(x, result.indices)
+            pic_path = os.path.splitext(job.output)[0] + ".selected.png"
+            write_result(picture, pic_path, channels=img.channels, source_dtype=x.dtype,
+                         opts=opts, notes=[])
+            written.append(pic_path)
         write_result(values, job.output, channels=img.channels, source_dtype=x.dtype, opts=opts,
                      notes=notes)
     except BaseException:
-        if map_path and os.path.exists(map_path):
-            os.unlink(map_path)  # no half result: the map without its image is useless
+        for path in written:
+            if os.path.exists(path):
+                os.unlink(path)  # no half result: a map without its image is useless
         raise
+    map_path = written[0] if flags["save_indices"] else None
     record = {
         "input": img.source,
         "output": job.output,
@@ -293,33 +505,46 @@ def pool_one(job, op, params, save_indices, opts, max_pixels) -> dict:
     return record
 
 
+def selection_picture(x, indices):
+    """The input with only the selected cells kept (others 0), the size of the input."""
+    import numpy as np
+
+    h, w, c = x.shape
+    flat = np.zeros((h * w, c), dtype=x.dtype)
+    src = x.reshape(h * w, c)
+    for ch in range(c):
+        idx = indices[..., ch].ravel()
+        idx = idx[(idx >= 0) & (idx < h * w)]
+        flat[idx, ch] = src[idx, ch]
+    return flat.reshape(h, w, c)
+
+
 @main.command(context_settings=CONTEXT)
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-directories.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@click.option("--from-list", "from_list", type=click.Path(allow_dash=True), default=None,
+              help="Read more input paths from FILE, one a line (- for stdin).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per image on stdout, then a summary object.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse images with more pixels [default: 178956970].")
+@click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
+              help="Parallel worker processes [default: number of cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No tables; errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Tracebacks for errors.")
-def stats(inputs, recursive, as_json, max_pixels, quiet, verbose):
+def stats(inputs, **b):
     """Print per-channel statistics (min, max, mean, population std, zeros) of each image."""
-    from poolcli.batch import expand_inputs
-
-    session = Session(as_json, quiet, verbose)
-    jobs, skipped, missing = expand_inputs(inputs, recursive=recursive)
-    for pattern in missing:
-        session.error(f"{pattern}: no files match")
-    if skipped:
-        session.warn(f"skipped {skipped} unsupported file(s) in input directories")
-
-    def work(job):
-        img = _read(job.source, max_pixels)
-        return {"input": img.source, "shape_in": list(img.array.shape),
-                "dtype_in": str(img.array.dtype), "channels": list(img.channels),
-                "stats_in": _stats(img.array, img.channels), "notes": list(img.notes)}
-
-    run_jobs(session, jobs, work)
+    session = Session(b["as_json"], b["quiet"], b["verbose"])
+    jobs = plan(session, inputs, "stats", b, name_outputs=False)
+    batch_run(session, jobs, stats_one, (b["max_pixels"],), b)
     session.exit()
+
+
+def stats_one(job, max_pixels) -> dict:
+    img = _read(job.source, max_pixels)
+    return {"input": img.source, "shape_in": list(img.array.shape),
+            "dtype_in": str(img.array.dtype), "channels": list(img.channels),
+            "stats_in": _stats(img.array, img.channels), "notes": list(img.notes)}
 
 
 @main.command(context_settings=CONTEXT)
@@ -377,8 +602,7 @@ STATS_FORMAT = "poolcli-batchnorm-stats"
               help="batch: normalize with stored statistics (inference mode).")
 @common_output_options
 def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_stats, stats_file,
-         output, fmt, force, quality, compress_level, max_pixels, as_json, verbose, quiet,
-         recursive, **op_params):
+         **kw):
     """Normalize each image in INPUTS (instance, layer, group) or all of them as one batch.
 
     \b
@@ -387,6 +611,7 @@ def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_s
       poolcli norm --op batch --fit --save-stats s.json dir/  # fit running statistics
       poolcli norm --op batch --stats s.json new.png          # inference with stored statistics
     """
+    b, op_params = split_batch(kw)
     op = registry.get(op_name)
     params = {name: op_params[name] for name in op.params}
     _check_display(display)
@@ -396,24 +621,17 @@ def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_s
         raise click.UsageError("--save-stats needs --fit")
     if fit and stats_file:
         raise click.UsageError("--fit and --stats exclude each other")
-    session = Session(as_json, quiet, verbose)
-    if fit:  # fitting writes only the statistics file
-        from poolcli.batch import expand_inputs
-
-        jobs, skipped, missing = expand_inputs(inputs, recursive=recursive)
-        for pattern in missing:
-            session.error(f"{pattern}: no files match")
-    else:
-        jobs = plan(session, inputs, op.name, output, fmt, recursive)
-    opts = {"force": force, "quality": quality, "compress_level": compress_level,
-            "display": display}
+    session = Session(b["as_json"], b["quiet"], b["verbose"])
+    # fitting writes only the statistics file, so outputs are not named
+    jobs = plan(session, inputs, op.name, b, name_outputs=not fit)
+    opts = {**write_opts(b), "display": display}
     if op.name != "batch":
-        run_jobs(session, jobs, lambda job: norm_one(job, op, params, opts, max_pixels))
+        batch_run(session, jobs, norm_one, (op, params, opts, b["max_pixels"]), b)
     elif fit:
         _batch_fit(session, jobs, params, batch_size, None if cumulative else momentum,
-                   save_stats, max_pixels)
+                   save_stats, b["max_pixels"])
     else:
-        _batch_apply(session, jobs, params, stats_file, opts, max_pixels)
+        _batch_apply(session, jobs, params, stats_file, opts, b["max_pixels"])
     session.exit()
 
 
@@ -689,8 +907,7 @@ def load_stats(path) -> dict:
 @click.option("--output-size", type=SIZE, default=None,
               help="Override the output size HxW [default: the input size stored in the map].")
 @common_output_options
-def unpool(pooled, map_path, accumulate, output_size, output, fmt, force, quality,
-           compress_level, max_pixels, as_json, verbose, quiet, recursive):
+def unpool(pooled, map_path, accumulate, output_size, **kw):
     """Rebuild the pre-pooling size from POOLED and its max-location map (zeros elsewhere).
 
     POOLED may be the pooled image itself or any image of the pooled shape (for example after
@@ -699,14 +916,14 @@ def unpool(pooled, map_path, accumulate, output_size, output, fmt, force, qualit
     from poolcli import indexmap
     from poolcli.errors import PoolcliError
 
-    session = Session(as_json, quiet, verbose)
-    jobs = plan(session, [pooled], "unpool", output, fmt, False)
+    b, _ = split_batch(kw)
+    session = Session(b["as_json"], b["quiet"], b["verbose"])
+    jobs = plan(session, [pooled], "unpool", b)
     job = jobs[0]
-    opts = {"force": force, "quality": quality, "compress_level": compress_level,
-            "display": "sigma:3"}
+    opts = {**write_opts(b), "display": "sigma:3"}
     try:
         m = indexmap.load(map_path)
-        img = _read(job.source, max_pixels)
+        img = _read(job.source, b["max_pixels"])
         record = unpool_one(img, m, map_path, job.output, accumulate, output_size, opts)
     except PoolcliError as exc:
         session.error(_one_line(exc))
@@ -755,3 +972,114 @@ def unpool_one(img, m, map_path, out_path, accumulate, output_size, opts) -> dic
         "stats_in": _stats(x, img.channels), "stats_out": _stats(values, img.channels),
         "zero_fraction": zero, "display": display, "notes": notes,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# chain: pipelines
+# ----------------------------------------------------------------------------------------------
+
+
+@main.group(chain=True, context_settings=CONTEXT, invoke_without_command=True)
+@click.option("-i", "--input", "inputs", multiple=True,
+              help="Input file, directory or glob pattern (repeatable; - for stdin).")
+@click.option("--pipeline", "pipeline_file", type=click.Path(dir_okay=False), default=None,
+              help="Read the stages from a TOML or JSON file (see README); stages given on "
+                   "the command line run after them.")
+@click.option("--stats", "stats_mode", type=click.Choice(["each", "last", "none"]),
+              default="last", show_default=True,
+              help="Statistics table rows: after every stage, input and final result, or none.")
+@common_output_options
+def chain(**kw):
+    """Run several stages in order on each image: pool, norm and unpool, each with the options
+    of its standalone command.
+
+    \b
+    Example:
+      poolcli chain -i 'photos/*.jpg' -o out/ pool --op max -k 2 norm --op instance unpool
+    `unpool` uses the indices of the most recent selecting stage, so no files are needed in
+    between. The output is named {stem}_{op}{ext} with {op} the stage operators joined by '-'.
+    """
+
+
+@chain.result_callback()
+def _run_chain(stages, inputs, pipeline_file, stats_mode, **kw):
+    from poolcli.pipeline import run_pipeline, stages_from_file
+
+    ctx = click.get_current_context()
+    stages = list(stages or [])
+    if pipeline_file:
+        try:
+            parsed = stages_from_file(pipeline_file)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--pipeline'") from None
+        file_stages = []
+        for command, args in parsed:
+            if command not in chain.commands:
+                raise click.BadParameter(f"{pipeline_file}: unknown stage {command!r} "
+                                         f"(pool, norm or unpool)", param_hint="'--pipeline'")
+            cmd = chain.commands[command]
+            with cmd.make_context(command, args, parent=ctx) as sub:
+                file_stages.append(cmd.invoke(sub))
+        stages = file_stages + stages
+    if not stages:
+        raise click.UsageError("no stages: give pool/norm/unpool after the options, or "
+                               "--pipeline FILE")
+    if stages[0].command == "unpool":
+        raise click.UsageError("a pipeline cannot start with unpool (nothing selected yet)")
+    b, _ = split_batch(kw)
+    session = Session(b["as_json"], b["quiet"] or stats_mode == "none", b["verbose"])
+    name = "-".join(s.op for s in stages)
+    jobs = plan(session, inputs, name, b)
+    opts = {**write_opts(b), "display": next((s.flags["display"] for s in stages
+                                              if s.command == "norm"), "sigma:3")}
+    batch_run(session, jobs, run_pipeline, (stages, opts, b["max_pixels"], stats_mode), b)
+    session.exit()
+
+
+@chain.command("pool", context_settings=CONTEXT)
+@click.option("--op", "op_name", type=click.Choice(registry.names("pool")), default="max",
+              show_default=True, help="Pooling operator.")
+@_op_options("pool")
+@click.option("--save-indices", is_flag=True,
+              help="Also write this stage's map as {output stem}.stageN.indices.npz.")
+def chain_pool(op_name, save_indices, **op_params):
+    """A pooling stage (options as `poolcli pool`)."""
+    from poolcli.pipeline import Stage
+
+    op = registry.get(op_name)
+    params = {name: op_params[name] for name in op.params}
+    _validate_geometry(op, params)
+    return Stage("pool", op.name, params, {"save_indices": save_indices})
+
+
+@chain.command("norm", context_settings=CONTEXT)
+@click.option("--op", "op_name", type=click.Choice(registry.names("norm")), default="instance",
+              show_default=True, help="Normalization.")
+@_op_options("norm")
+@click.option("--display", default="sigma:3", show_default=True,
+              help="Mapping of signed results to 8-bit files (minmax, sigma:K, clip).")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False), default=None,
+              help="batch: stored statistics (inference mode; required in a chain).")
+def chain_norm(op_name, display, stats_file, **op_params):
+    """A normalization stage (options as `poolcli norm`)."""
+    from poolcli.pipeline import Stage
+
+    op = registry.get(op_name)
+    _check_display(display)
+    if op.name == "batch" and not stats_file:
+        raise click.UsageError("norm --op batch in a chain needs --stats FILE (fit it first "
+                               "with `poolcli norm --op batch --fit --save-stats FILE`)")
+    if stats_file:
+        load_stats(stats_file)  # fail before any image is read
+    params = {name: op_params[name] for name in op.params}
+    return Stage("norm", op.name, params, {"display": display, "stats": stats_file})
+
+
+@chain.command("unpool", context_settings=CONTEXT)
+@click.option("--accumulate", is_flag=True,
+              help="Add values landing on the same cell (the max-pool backward pass).")
+def chain_unpool(accumulate):
+    """Unpool with the indices of the most recent selecting stage."""
+    from poolcli.pipeline import Stage
+
+    return Stage("unpool", "unpool", {}, {"accumulate": accumulate})

@@ -54,7 +54,8 @@ def stats_table(record: dict):
                           ("mean", "right"), ("std (population)", "right"),
                           ("zeros", "right")]:
         table.add_column(name, justify=justify)
-    sections = [("in", record.get("stats_in")), ("out", record.get("stats_out"))]
+    sections = [("in", record.get("stats_in"))]
+    sections += record.get("sections") or [("out", record.get("stats_out"))]
     for label, stats in sections:
         if not stats:
             continue

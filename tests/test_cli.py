@@ -17,6 +17,13 @@ from poolcli.cli import main
 from poolcli.ops import avg_pool2d, max_pool2d
 
 
+def records(result):
+    """JSON records of a --json run, without the final summary object."""
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert "summary" in lines[-1]
+    return [rec for rec in lines if "summary" not in rec]
+
+
 def run(*args):
     runner = CliRunner()
     return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
@@ -41,7 +48,7 @@ def test_pool_json_lines_parse_and_carry_the_documented_fields(workdir):
     r = run("pool", "--op", "max", "-k", "3", "-s", "2", "-p", "1", "--ceil-mode",
             "chelsea.png", "camera.png", "--json", "-o", "out")
     assert r.exit_code == 0
-    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    lines = records(r)
     assert [rec["input"] for rec in lines] == ["chelsea.png", "camera.png"]
     rec = lines[0]
     for key in ("input", "output", "op", "params", "shape_in", "shape_out", "dtype_in",
@@ -147,7 +154,7 @@ def test_directory_input_and_output_directory(workdir):
 def test_stats_command(workdir):
     r = run("stats", "camera.png", "--json")
     assert r.exit_code == 0
-    rec = json.loads(r.stdout)
+    rec = records(r)[0]
     x = np.asarray(Image.open("camera.png")).astype(np.float64)
     assert rec["stats_in"][0]["min"] == x.min() and rec["stats_in"][0]["max"] == x.max()
     assert rec["stats_in"][0]["zero_fraction"] == pytest.approx((x == 0).mean())
@@ -205,7 +212,7 @@ def test_console_script_runs_as_a_real_process(workdir):
     p = subprocess.run(cmd + ["pool", "--op", "max", "-k", "2", "chelsea.png", "--json"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["shape_out"] == [150, 225, 3]
+    assert json.loads(p.stdout.splitlines()[0])["shape_out"] == [150, 225, 3]
     p = subprocess.run([sys.executable, "-m", "poolcli", "--version"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and "poolcli" in p.stdout

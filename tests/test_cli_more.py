@@ -15,6 +15,13 @@ import pathlib
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "sample_images"
 
 
+def records(result):
+    """JSON records of a --json run, without the final summary object."""
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert "summary" in lines[-1]
+    return [rec for rec in lines if "summary" not in rec]
+
+
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
@@ -77,7 +84,7 @@ def test_stochastic_seed_is_reproducible_and_reported(workdir):
         r = run("pool", "--op", "stochastic", "-k", "3", "chelsea.png", "camera.png", "--json",
                 "-q", "--force", *extra)
         assert r.exit_code == 0, r.output
-        return [json.loads(l) for l in r.stdout.splitlines()]
+        return records(r)
 
     a = once("--seed", "7")
     img_a = imageio.read_image("chelsea_stochastic.png").array
@@ -94,10 +101,10 @@ def test_stochastic_seed_is_reproducible_and_reported(workdir):
 
 def test_kmax_and_dynamic_k(workdir):
     r = run("pool", "--op", "kmax", "--k", "10", "--axis", "h", "camera.png", "--json", "-q")
-    assert json.loads(r.stdout)["shape_out"] == [10, 512, 1]
+    assert records(r)[0]["shape_out"] == [10, 512, 1]
     r = run("pool", "--op", "kmax", "--k-top", "3", "--layer", "1", "--layers", "3",
             "camera.png", "--json", "-q", "--force")
-    rec = json.loads(r.stdout)
+    rec = records(r)[0]
     assert rec["k"] == 342 and rec["shape_out"] == [512, 342, 1]  # ceil(2/3 * 512)
 
 
@@ -106,5 +113,5 @@ def test_kmax_and_dynamic_k(workdir):
 def test_every_pool_operator_runs_from_the_cli(workdir, op):
     r = run("pool", "--op", op, "-k", "3", "chelsea.png", "--json", "-q")
     assert r.exit_code == 0, r.output
-    rec = json.loads(r.stdout)
+    rec = records(r)[0]
     assert os.path.exists(rec["output"])
