@@ -1,0 +1,145 @@
+"""Whole-process timings of poolcli commands beside libvips and ImageMagick.
+
+Usage::
+
+    python benchmarks/bench_cli.py            # 1024² and 2048² PNGs, 5 runs each, 200-image batch
+    python benchmarks/bench_cli.py --quick    # 1024² only, 3 runs, 40-image batch
+
+Peers are optional and skipped with a note when missing; install them on Debian/Ubuntu with
+``apt-get install libvips-tools imagemagick``. Every number is the median of several runs of
+the whole process (start-up, decode, operator, encode), measured in this run on this machine,
+so compare the ratios, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def make_image(path: str, n: int, seed: int = 0) -> None:
+    """A photo-like RGB image: smooth gradients plus texture, so PNG is not trivially small."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:n, 0:n] / n
+    base = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(4 * (x + y))], -1)
+    img = (base * 80 + 128 + rng.normal(0, 12, (n, n, 3))).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path, compress_level=1)
+
+
+def timeit(cmd: list[str], runs: int, cwd: str) -> float | None:
+    """Median wall time in ms of ``cmd`` (None if it fails)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        dt = time.perf_counter() - t
+        if p.returncode != 0:
+            print(f"  ! {' '.join(cmd)} failed: {p.stderr.decode(errors='replace')[:200]}",
+                  file=sys.stderr)
+            return None
+        times.append(dt)
+    return statistics.median(times) * 1e3
+
+
+def poolcli_cmd() -> list[str]:
+    exe = shutil.which("poolcli")
+    return [exe] if exe else [sys.executable, "-m", "poolcli"]
+
+
+def row(name, ms, ref_name=None, ref_ms=None, target=None):
+    ratio = "" if ref_ms is None or ms is None else f"{ms / ref_ms:6.2f}x {ref_name}"
+    verdict = ""
+    if target is not None and ms is not None and ref_ms is not None:
+        verdict = "PASS" if target(ms, ref_ms) else "FAIL"
+    shown = "skipped" if ms is None else f"{ms:9.1f}"
+    print(f"{name:<58} {shown:>9}  {ratio:<26} {verdict}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None, help="images in the batch test")
+    args = ap.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 5)
+    sizes = [1024] if args.quick else [1024, 2048]
+    batch_n = args.batch or (40 if args.quick else 200)
+    pc = poolcli_cmd()
+    vips = shutil.which("vips")
+    magick = shutil.which("magick") or shutil.which("convert")
+    if magick:  # some machines have a stand-in `convert` that is not ImageMagick
+        out = subprocess.run([magick, "-version"], capture_output=True, text=True).stdout
+        if not out.startswith("Version: ImageMagick"):
+            magick = None
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cores; "
+          f"median of {runs} whole-process runs (ms)")
+    if not vips:
+        print("note: libvips not found (apt-get install libvips-tools): vips rows skipped")
+    if not magick:
+        print("note: ImageMagick not found (apt-get install imagemagick): its rows skipped")
+    print(f"{'command':<58} {'ms':>9}  {'ratio':<26} target")
+    with tempfile.TemporaryDirectory() as d:
+        t_pass = timeit([sys.executable, "-c", "pass"], runs, d)
+        t_click = timeit([sys.executable, "-c", "import click"], runs, d)
+        row("python -c pass", t_pass)
+        row("python -c 'import click'", t_click)
+        for sub in (["--help"], ["ops"], ["pool", "--help"]):
+            ms = timeit(pc + sub, runs, d)
+            row("poolcli " + " ".join(sub), ms, "import click", t_click,
+                (lambda a, b: a <= 2 * b) if sub == ["--help"] else None)
+        for n in sizes:
+            src = os.path.join(d, f"in{n}.png")
+            make_image(src, n)
+            print(f"-- {n}x{n} RGB PNG -> {n // 2}x{n // 2}")
+            t_vips = timeit([vips, "shrink", src, os.path.join(d, "v.png"), "2", "2"], runs, d) \
+                if vips else None
+            t_im = timeit([magick, src, "-statistic", "Maximum", "2x2", "-sample", "50%",
+                           os.path.join(d, "m.png")], runs, d) if magick else None
+            row("vips shrink 2 2 (box average)", t_vips)
+            row("ImageMagick -statistic Maximum 2x2 -sample 50%", t_im)
+            t_max = timeit(pc + ["pool", "--op", "max", "-k", "2", src, "-o",
+                                 os.path.join(d, "p.png"), "--force", "-q"], runs, d)
+            row("poolcli pool --op max -k 2", t_max, "vips", t_vips,
+                lambda a, b: a <= 1.5 * b)
+            if t_im and t_max:
+                print(f"{'':<58} {'':>9}  poolcli {t_im / t_max:5.2f}x faster than ImageMagick "
+                      f"{'PASS' if t_im / t_max >= 3 else 'FAIL'}")
+            t_avg = timeit(pc + ["pool", "--op", "avg", "-k", "2", src, "-o",
+                                 os.path.join(d, "a.png"), "--force", "-q"], runs, d)
+            row("poolcli pool --op avg -k 2", t_avg, "vips", t_vips)
+            t_stats = timeit(pc + ["stats", src, "-q"], runs, d)
+            row("poolcli stats", t_stats)
+        # batch throughput
+        bdir = os.path.join(d, "batch")
+        os.mkdir(bdir)
+        make_image(os.path.join(bdir, "b000.png"), 512)
+        for i in range(1, batch_n):
+            shutil.copy(os.path.join(bdir, "b000.png"), os.path.join(bdir, f"b{i:03d}.png"))
+        print(f"-- batch: {batch_n} RGB PNGs of 512x512, pool --op max -k 2")
+        results = {}
+        for j in (1, 2):
+            out = os.path.join(d, f"out{j}")
+            cmd = pc + ["pool", "--op", "max", "-k", "2", bdir, "-o", out, "-q", "--force",
+                        "-j", str(j)]
+            ms = timeit(cmd, max(1, runs // 2), d)
+            results[j] = ms
+            rate = None if ms is None else batch_n / (ms / 1e3)
+            print(f"{'poolcli -j ' + str(j):<58} {ms:9.1f}  {rate:8.1f} images/s")
+        if results.get(1) and results.get(2):
+            speedup = results[1] / results[2]
+            print(f"{'-j 2 throughput / -j 1':<58} {'':>9}  {speedup:6.2f}x"
+                  f"{'':<19} {'PASS' if speedup >= 1.7 else 'FAIL'} (target 1.7x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
