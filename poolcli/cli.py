@@ -1083,3 +1083,6 @@ def chain_unpool(accumulate):
     from poolcli.pipeline import Stage
 
     return Stage("unpool", "unpool", {}, {"accumulate": accumulate})
+
+
+from poolcli import cli_visual  # noqa: E402,F401  (registers compare/explain)
