@@ -199,6 +199,23 @@ def _progress(session: Session, total: int):
     return progress
 
 
+def preview_option(f):
+    """``--preview`` (= auto), ``--preview always|never``: draw results in the terminal."""
+    return click.option(
+        "--preview", type=click.Choice(["auto", "always", "never"]), default="never",
+        is_flag=False, flag_value="auto", show_default=True,
+        help="Draw each result on stderr with true-colour half blocks: alone or 'auto' when "
+             "stderr is a terminal and NO_COLOR is unset, 'always' to force; never with --json "
+             "(runs with one worker).")(f)
+
+
+def _maybe_preview(values, mode, as_json, source_dtype=None, channels=None):
+    if mode and mode != "never":
+        from poolcli.cli_visual import show_preview
+
+        show_preview(values, mode, as_json=as_json, source_dtype=source_dtype, channels=channels)
+
+
 def _default_jobs() -> int:
     return os.cpu_count() or 1
 
@@ -426,8 +443,9 @@ def _validate_geometry(op, params):
 @click.option("--indices-png", is_flag=True,
               help="Also write {output stem}.selected.png: the input with only the selected "
                    "cells kept (others black), selecting ops.")
+@preview_option
 @common_output_options
-def pool(inputs, op_name, save_indices, indices_png, **kw):
+def pool(inputs, op_name, save_indices, indices_png, preview, **kw):
     """Pool each image in INPUTS (files, directories, glob patterns, - for stdin).
 
     Prints per-channel statistics of input and output; writes the result beside each input as
@@ -444,7 +462,10 @@ def pool(inputs, op_name, save_indices, indices_png, **kw):
                                  f"with {selecting}", param_hint=f"'{flag}'")
     session = Session(b["as_json"], b["quiet"], b["verbose"])
     jobs = plan(session, inputs, op.name, b)
-    flags = {"save_indices": save_indices, "indices_png": indices_png}
+    flags = {"save_indices": save_indices, "indices_png": indices_png,
+             "preview": None if b["as_json"] else preview}
+    if preview != "never":
+        b["workers"] = 1  # pictures drawn in input order by this process
     batch_run(session, jobs, pool_one, (op, params, flags, write_opts(b), b["max_pixels"]), b)
     session.exit()
 
@@ -486,6 +507,7 @@ def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
                 os.unlink(path)  # no half result: a map without its image is useless
         raise
     map_path = written[0] if flags["save_indices"] else None
+    _maybe_preview(values, flags.get("preview"), False, x.dtype, img.channels)
     record = {
         "input": img.source,
         "output": job.output,
@@ -600,9 +622,10 @@ STATS_FORMAT = "poolcli-batchnorm-stats"
               help="batch --fit: write the statistics JSON here.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), default=None,
               help="batch: normalize with stored statistics (inference mode).")
+@preview_option
 @common_output_options
 def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_stats, stats_file,
-         **kw):
+         preview, **kw):
     """Normalize each image in INPUTS (instance, layer, group) or all of them as one batch.
 
     \b
@@ -624,7 +647,10 @@ def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_s
     session = Session(b["as_json"], b["quiet"], b["verbose"])
     # fitting writes only the statistics file, so outputs are not named
     jobs = plan(session, inputs, op.name, b, name_outputs=not fit)
-    opts = {**write_opts(b), "display": display}
+    opts = {**write_opts(b), "display": display,
+            "preview": None if b["as_json"] else preview}
+    if preview != "never":
+        b["workers"] = 1
     if op.name != "batch":
         batch_run(session, jobs, norm_one, (op, params, opts, b["max_pixels"]), b)
     elif fit:
@@ -698,6 +724,7 @@ def norm_one(job, op, params, opts, max_pixels) -> dict:
     values = op.run(img.array, p, False).values
     notes = list(img.notes)
     display = write_normalized(values, job.output, channels=img.channels, opts=opts, notes=notes)
+    _maybe_preview(values, opts.get("preview"), False, None, img.channels)
     return _norm_record(img, job.output, op.name, params, values, notes, display)
 
 
@@ -906,8 +933,9 @@ def load_stats(path) -> dict:
                    "overlapping pooling) instead of overwriting like PyTorch.")
 @click.option("--output-size", type=SIZE, default=None,
               help="Override the output size HxW [default: the input size stored in the map].")
+@preview_option
 @common_output_options
-def unpool(pooled, map_path, accumulate, output_size, **kw):
+def unpool(pooled, map_path, accumulate, output_size, preview, **kw):
     """Rebuild the pre-pooling size from POOLED and its max-location map (zeros elsewhere).
 
     POOLED may be the pooled image itself or any image of the pooled shape (for example after
@@ -925,6 +953,8 @@ def unpool(pooled, map_path, accumulate, output_size, **kw):
         m = indexmap.load(map_path)
         img = _read(job.source, b["max_pixels"])
         record = unpool_one(img, m, map_path, job.output, accumulate, output_size, opts)
+        _maybe_preview(imageio_read_back(record), preview, b["as_json"], img.array.dtype,
+                       img.channels)
     except PoolcliError as exc:
         session.error(_one_line(exc))
     except (ValueError, TypeError) as exc:
@@ -932,6 +962,13 @@ def unpool(pooled, map_path, accumulate, output_size, **kw):
     else:
         session.emit(record)
     session.exit()
+
+
+def imageio_read_back(record):
+    """The array just written for ``record`` (unpool keeps no copy of it)."""
+    from poolcli import imageio
+
+    return imageio.read_image(record["output"]).array
 
 
 def unpool_one(img, m, map_path, out_path, accumulate, output_size, opts) -> dict:

@@ -16,3 +16,8 @@ imageio.write_image("docs/coffee_dark.png", (x * 0.25).round().astype(np.uint8),
 imageio.write_image("docs/coffee_bright.png", (150 + x * 0.4).round().astype(np.uint8), overwrite=True)
 PY
 poolcli norm --op instance $d/coffee_dark.png $d/coffee_bright.png -o $d --force -q
+# Gallery: every pooling operator side by side.
+poolcli compare sample_images/chelsea.png \
+  --ops max,avg,min,lp,stochastic,sort,mixed,softpool,gem,lse,blur,gap,gmp,adaptive-avg,adaptive-max,kmax \
+  -k 4 --seed 0 --tile-size 320 --cols 4 \
+  --title "poolcli compare: every pooling operator on chelsea.png, 4x4 windows" -o $d/gallery.png --force

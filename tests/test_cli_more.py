@@ -115,3 +115,14 @@ def test_every_pool_operator_runs_from_the_cli(workdir, op):
     assert r.exit_code == 0, r.output
     rec = records(r)[0]
     assert os.path.exists(rec["output"])
+
+
+def test_preview_on_pool_norm_and_never_with_json(workdir):
+    r = run("pool", "-k", "8", "camera.png", "--preview", "always", "-q")
+    assert r.exit_code == 0 and "\u2580" in r.stderr and "\x1b[38;2;" in r.stderr
+    r = run("norm", "camera.png", "--preview", "always", "-q", "-o", "n")
+    assert r.exit_code == 0 and "\u2580" in r.stderr
+    r = run("pool", "-k", "8", "camera.png", "--preview", "always", "--json", "--force")
+    assert r.exit_code == 0 and "\u2580" not in r.stderr + r.stdout
+    r = run("pool", "-k", "8", "camera.png", "--preview", "--force", "-q")  # auto: not a tty
+    assert r.exit_code == 0 and "\u2580" not in r.stderr
