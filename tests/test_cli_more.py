@@ -126,3 +126,52 @@ def test_preview_on_pool_norm_and_never_with_json(workdir):
     assert r.exit_code == 0 and "\u2580" not in r.stderr + r.stdout
     r = run("pool", "-k", "8", "camera.png", "--preview", "--force", "-q")  # auto: not a tty
     assert r.exit_code == 0 and "\u2580" not in r.stderr
+
+
+def test_indices_png_keeps_only_selected_cells(workdir):
+    r = run("pool", "-k", "2", "--indices-png", "chelsea.png", "-q")
+    assert r.exit_code == 0, r.output
+    pic = imageio.read_image("chelsea_max.selected.png").array
+    x = imageio.read_image("chelsea.png").array
+    assert pic.shape == x.shape
+    kept = pic != 0
+    np.testing.assert_array_equal(pic[kept], x[kept])
+    assert 0.2 < kept.mean() <= 0.25  # one cell per 2x2 window (fewer where the max is 0)
+    r = run("pool", "--op", "avg", "--indices-png", "chelsea.png")
+    assert r.exit_code == 2
+
+
+def test_malformed_stats_files_are_one_line_errors(workdir):
+    open("bad.json", "w").write("{not json")
+    json.dump({"format": "poolcli-batchnorm-stats", "running_mean": [1, 2, 3]}, open("x.json", "w"))
+    for f in ("bad.json", "x.json"):
+        r = run("norm", "--op", "batch", "--stats", f, "chelsea.png")
+        assert r.exit_code == 2 and f in r.output
+    r = run("norm", "--op", "batch", "chelsea.png", "camera.png")
+    assert r.exit_code == 2 and "camera.png" in r.output and "one shape" in r.output
+
+
+def test_fit_reproduces_pytorch_running_statistics(workdir):
+    torch = pytest.importorskip("torch")
+    x = imageio.read_image("chelsea.png").array
+    imgs = [x, x[::-1].copy(), x[:, ::-1].copy(), (x // 2).astype(np.uint8), x]
+    for i, a in enumerate(imgs):
+        imageio.write_image(f"b{i}.png", a)
+    r = run("norm", "--op", "batch", "--fit", "--save-stats", "s.json", "--batch-size", "2",
+            "--momentum", "0.3", *[f"b{i}.png" for i in range(5)], "-q")
+    assert r.exit_code == 0, r.output
+    stats = json.load(open("s.json"))
+    bn = torch.nn.BatchNorm2d(3, momentum=0.3).double().train()
+    for chunk in ([0, 1], [2, 3], [4]):
+        t = torch.from_numpy(np.stack([imgs[i] for i in chunk]).astype(np.float64))
+        bn(t.permute(0, 3, 1, 2))
+    np.testing.assert_allclose(stats["running_mean"], bn.running_mean.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(stats["running_var"], bn.running_var.numpy(), rtol=1e-10)
+    assert stats["num_batches_tracked"] == int(bn.num_batches_tracked)
+    # inference with the stored statistics equals BatchNorm2d in eval mode
+    r = run("norm", "--op", "batch", "--stats", "s.json", "b3.png", "--format", "npy", "-q")
+    assert r.exit_code == 0, r.output
+    bn.eval()
+    ref = bn(torch.from_numpy(imgs[3].astype(np.float64)).permute(2, 0, 1)[None])
+    np.testing.assert_allclose(np.load("b3_batch.npy"), ref[0].permute(1, 2, 0).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
