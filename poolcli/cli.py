@@ -52,12 +52,16 @@ class Session:
         return self._console
 
     def error(self, message: str) -> None:
+        from poolcli.report import printable
+
         self.failed += 1
-        click.echo(f"poolcli: error: {message}", err=True)
+        click.echo(f"poolcli: error: {printable(message)}", err=True)
 
     def warn(self, message: str) -> None:
+        from poolcli.report import printable
+
         if not self.quiet:
-            click.echo(f"poolcli: {message}", err=True)
+            click.echo(f"poolcli: {printable(message)}", err=True)
 
     def emit(self, record: dict, table=True) -> None:
         self.ok += 1
@@ -334,12 +338,14 @@ def plan(session: Session, inputs, op_name, b: dict, *, name_outputs=True):
     if b.get("dry_run"):
         import json
 
+        from poolcli.report import printable
+
         for job in jobs:
             if b.get("as_json"):
-                click.echo(json.dumps({"input": job.source, "output": job.output,
-                                       "dry_run": True}))
+                click.echo(json.dumps({"input": printable(job.source),
+                                       "output": printable(job.output), "dry_run": True}))
             else:
-                click.echo(f"{job.source} -> {job.output}")
+                click.echo(f"{printable(job.source)} -> {printable(job.output)}")
         sys.exit(EXIT_FAILED if session.failed else EXIT_OK)
     return jobs
 
@@ -366,9 +372,7 @@ def write_result(values, out_path, *, channels, source_dtype, opts, notes):
         data = imageio.fit_to_dtype(values, target)
         notes.append(f"written as {np.dtype(target)} (rounded and clipped); "
                      f"use --format npy or tiff for the exact values")
-    directory = os.path.dirname(out_path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    imageio.make_parent_dirs(out_path)
     imageio.write_image(out_path, data, channels=channels, overwrite=opts["force"],
                         compress_level=opts["compress_level"], quality=opts["quality"])
 
@@ -424,13 +428,35 @@ def _op_options(family):
 
 
 def _validate_geometry(op, params):
-    """Check window parameters that do not depend on the image (exit 2 before reading files)."""
-    if "kernel" in op.params and "padding" in op.params:
-        k, p = params["kernel"], params.get("padding") or (0, 0)
+    """Check parameters that do not depend on the image (exit 2 before reading any file)."""
+    import math
+
+    def bad(hint, message):
+        raise click.BadParameter(message, param_hint=hint)
+
+    k = params.get("kernel")
+    if k is not None and "padding" in op.params:
+        p = params.get("padding") or (0, 0)
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-            raise click.BadParameter(
-                f"padding {p[0]}x{p[1]} is more than half the kernel {k[0]}x{k[1]} "
-                f"(at most {k[0] // 2}x{k[1] // 2})", param_hint="'-p' / '--padding'")
+            bad("'-p' / '--padding'", f"padding {p[0]}x{p[1]} is more than half the kernel "
+                f"{k[0]}x{k[1]} (at most {k[0] // 2}x{k[1] // 2})")
+    if op.name == "sort":
+        w = params["weights"]
+        if not any(w):
+            bad("'--weights'", f"{','.join(map(str, w))}: weights must be not all zero")
+        if len(w) > k[0] * k[1]:
+            bad("'--weights'", f"{len(w)} weights for a {k[0]}x{k[1]} window (at most "
+                f"{k[0] * k[1]})")
+    if op.name == "mixed" and not 0 <= params["alpha"] <= 1:
+        bad("'--alpha'", f"{params['alpha']}: alpha must be in 0..1")
+    for name, hint in (("p", "'--gem-p'"), ("r", "'--lse-r'"), ("eps", "'--eps'")):
+        if name in op.params and not math.isfinite(params[name]):
+            bad(hint, f"{params[name]}: must be a finite number > 0")
+    if op.name == "blur":
+        if k[0] != k[1]:
+            bad("'-k' / '--kernel'", f"{k[0]}x{k[1]}: blur needs a square kernel")
+        if not 1 <= k[0] <= 7:
+            bad("'-k' / '--kernel'", f"{k[0]}: blur kernels are binomial of size 1..7")
 
 
 @main.command(context_settings=CONTEXT)
@@ -637,6 +663,7 @@ def norm(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_s
     b, op_params = split_batch(kw)
     op = registry.get(op_name)
     params = {name: op_params[name] for name in op.params}
+    _validate_geometry(op, params)
     _check_display(display)
     if op.name != "batch" and (fit or save_stats or stats_file):
         raise click.UsageError("--fit, --save-stats and --stats work with --op batch only")
@@ -699,9 +726,7 @@ def write_normalized(values, out_path, *, channels, opts, notes):
             mapping = "sigma"
         data, display = imageio.to_display(values, mapping, **kwargs)
         notes.append(f"display mapping: {display}")
-    directory = os.path.dirname(out_path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    imageio.make_parent_dirs(out_path)
     imageio.write_image(out_path, data, channels=channels, overwrite=opts["force"],
                         compress_level=opts["compress_level"], quality=opts["quality"])
     return display
@@ -741,27 +766,31 @@ def _read_batch(session, jobs, max_pixels):
     return loaded
 
 
-def _check_same_shape(loaded):
+def _keep_common_shape(session, loaded):
+    """Batch norm needs one shape: keep the most common one, fail each odd image in one line."""
     from collections import Counter
 
     shapes = Counter(img.array.shape for _, img in loaded)
-    if len(shapes) > 1:
-        common = shapes.most_common(1)[0][0]
-        odd = [f"{img.source} {img.array.shape}" for _, img in loaded
-               if img.array.shape != common]
-        raise click.UsageError(
-            f"batch norm needs images of one shape; most are {common}, these differ: "
-            + ", ".join(odd))
+    if len(shapes) <= 1:
+        return loaded
+    common = shapes.most_common(1)[0][0]
+    for _, img in loaded:
+        if img.array.shape != common:
+            session.error(f"{img.source}: shape {img.array.shape} differs from the batch's "
+                          f"{common} (batch norm needs images of one shape; left out)")
+    return [(job, img) for job, img in loaded if img.array.shape == common]
 
 
 def _batch_stats_table(session, title, mean, var, channels, extra=""):
     if session.quiet:
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    from poolcli.report import fmt_num
+    from poolcli.report import fmt_num, printable
 
-    t = Table(title=title, title_justify="left", caption=extra or None, caption_justify="left")
+    t = Table(title=escape(printable(title)), title_justify="left",
+              caption=escape(printable(extra)) if extra else None, caption_justify="left")
     for col in ("ch", "mean", "var"):
         t.add_column(col, justify="left" if col == "ch" else "right")
     for c, m, v in zip(channels, mean, var):
@@ -805,17 +834,23 @@ def _batch_apply(session, jobs, params, stats_file, opts, max_pixels):
                 session.emit(_norm_record(img, job.output, "batch", params, values, notes,
                                           display))
         return
-    _check_same_shape(loaded)
+    loaded = _keep_common_shape(session, loaded)
     batch = np.stack([img.array for _, img in loaded])
     channels = loaded[0][1].channels
-    p = _affine_arrays(params, batch.shape[-1])
+    try:
+        p = _affine_arrays(params, batch.shape[-1])
+        values = batch_norm(batch, None, None, weight=p["gamma"], bias=p["beta"], training=True,
+                            eps=p["eps"])
+    except (ValueError, TypeError) as exc:
+        names = ", ".join(img.source for _, img in loaded)
+        session.failed += len(loaded) - 1
+        session.error(f"{names}: {_one_line(exc)}")
+        return
     x64 = batch.astype(np.float64)
     mean = x64.mean(axis=(0, 1, 2))
     var = x64.var(axis=(0, 1, 2))
     _batch_stats_table(session, f"batch statistics over {len(loaded)} images", mean, var,
                        channels, "biased variance, as used for normalizing")
-    values = batch_norm(batch, None, None, weight=p["gamma"], bias=p["beta"], training=True,
-                        eps=p["eps"])
     for (job, img), out in zip(loaded, values):
         notes = list(img.notes) + [f"batch statistics over {len(loaded)} images"]
         try:
@@ -843,8 +878,13 @@ def _batch_fit(session, jobs, params, batch_size, momentum, save_stats, max_pixe
 
     def flush():
         if chunk:
-            rs.update(np.stack([a for _, a in chunk]), momentum=momentum)
-            used.extend(s for s, _ in chunk)
+            try:
+                rs.update(np.stack([a for _, a in chunk]), momentum=momentum)
+            except (ValueError, TypeError) as exc:
+                session.failed += len(chunk) - 1
+                session.error(f"{', '.join(s for s, _ in chunk)}: {_one_line(exc)}")
+            else:
+                used.extend(s for s, _ in chunk)
             chunk.clear()
 
     for job in jobs:

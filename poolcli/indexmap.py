@@ -110,8 +110,14 @@ def _jsonable(v):
 
 
 def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False) -> None:
-    """Write a map atomically (temporary file, then rename). ``indices`` is (H, W) or (H, W, C)."""
-    from poolcli.imageio import _atomic_write  # the one implementation of atomic writes
+    """Write a map atomically (temporary file, then rename). ``indices`` is (H, W) or (H, W, C).
+
+    The directory is created if missing (the map is often written before the image it belongs
+    to, into an output directory that does not exist yet). Problems raise ``ImageWriteError``.
+    """
+    from poolcli.imageio import _atomic_write, make_parent_dirs  # the one atomic-write path
+
+    make_parent_dirs(path)
 
     idx = np.asarray(indices, dtype=np.int64)
     if idx.ndim == 2:

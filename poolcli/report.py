@@ -5,7 +5,38 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["stats_table", "json_line", "fmt_num", "describe_params"]
+__all__ = ["stats_table", "json_line", "fmt_num", "describe_params", "printable"]
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print or put in JSON: undecodable file-name bytes shown as ``\\xNN``.
+
+    On POSIX a file name is bytes; Python decodes the ones that are not valid UTF-8 with
+    ``surrogateescape`` (``b"caf\\xe9.png"`` becomes ``"caf\\udce9.png"``), and such a string cannot
+    be encoded for a UTF-8 terminal, pipe or JSON document. Every escaped byte is shown as
+    ``\\xNN`` instead (``caf\\xe9.png``, backslash-x-e-9), as Python's ``backslashreplace`` does;
+    any other lone surrogate as ``\\udNNN``. Valid text is returned unchanged. (A name that really
+    contains a backslash followed by ``xNN`` prints the same: the display is for people, the
+    files themselves are untouched.)
+
+    >>> import os
+    >>> printable(os.fsdecode(b"caf\\xe9.png"))
+    'caf\\\\xe9.png'
+    >>> printable("café.png")
+    'café.png'
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def fmt_num(v) -> str:
@@ -44,11 +75,13 @@ def stats_table(record: dict):
 
     Sections: ``in`` (the input) and ``out`` (the exact result, before any rounding for the file).
     """
+    from rich.markup import escape
     from rich.table import Table
 
-    title = record.get("input", "")
+    # File names are text, never rich markup ("a[/b].png" would raise MarkupError).
+    title = escape(printable(record.get("input", "")))
     if record.get("output"):
-        title = f"{title} → {record['output']}"
+        title = f"{title} → {escape(printable(record['output']))}"
     table = Table(title=title, title_justify="left", caption_justify="left")
     for name, justify in [("", "left"), ("ch", "left"), ("min", "right"), ("max", "right"),
                           ("mean", "right"), ("std (population)", "right"),
@@ -73,22 +106,28 @@ def stats_table(record: dict):
         caption.append(f"out {tuple(record['shape_out'])} {record['dtype_out']}")
     if record.get("op"):
         caption.append(f"{record['op']} {describe_params(record.get('params', {}))}".strip())
-    lines = [" · ".join(caption)] if caption else []
-    lines.extend(record.get("notes", []))
+    lines = [escape(printable(" · ".join(caption)))] if caption else []
+    lines.extend(escape(printable(note)) for note in record.get("notes", []))
     table.caption = "\n".join(lines)
     return table
 
 
 def json_line(record: dict) -> str:
-    """One JSON object on one line; NaN/inf become null so every line parses strictly."""
+    """One JSON object on one line; NaN/inf become null so every line parses strictly.
+
+    Strings go through :func:`printable`, so a file name that is not valid UTF-8 cannot make
+    the line invalid (or crash the print): its undecodable bytes appear as ``\\xNN``.
+    """
     return json.dumps(_clean(record), ensure_ascii=False, allow_nan=False)
 
 
 def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, str):
+        return printable(v)
     if isinstance(v, dict):
-        return {k: _clean(a) for k, a in v.items()}
+        return {printable(str(k)): _clean(a) for k, a in v.items()}
     if isinstance(v, (list, tuple)):
         return [_clean(a) for a in v]
     return v

@@ -2,9 +2,17 @@ import os
 import pathlib
 
 import pytest
+from hypothesis import settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
+
+# Hypothesis profiles: "ci" (the default, what CI runs) and "long" for a deeper search:
+#   HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz.py
+# Tests that set max_examples themselves keep their own number in both.
+settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+settings.register_profile("long", max_examples=5000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
@@ -21,3 +29,4 @@ def workdir(tmp_path, monkeypatch):
         shutil.copy(SAMPLES / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+

@@ -6,6 +6,8 @@ import json
 import math
 import pathlib
 
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -182,16 +184,22 @@ def test_compare_usage_errors(workdir):
 
 
 def test_compare_norm_ops_and_failed_operator_tile(workdir):
-    # blur needs a kernel of at most 7: its tile becomes a placeholder, the others still appear.
-    r = run("compare", "camera.png", "--ops", "max,blur,instance", "-k", "8", "--json",
+    # blur kernels are 1..7: an image-independent problem is a usage error before reading.
+    r = run("compare", "camera.png", "--ops", "max,blur", "-k", "8", "-o", "s.png")
+    assert r.exit_code == 2 and "1..7" in r.output and not os.path.exists("s.png")
+    # stochastic pooling refuses negative input: its tile becomes a placeholder, the others
+    # still appear, and the run exits 1.
+    x = np.linspace(-1, 1, 64 * 48).reshape(64, 48).astype(np.float32)
+    np.save("signed.npy", x)
+    r = run("compare", "signed.npy", "--ops", "max,stochastic,instance", "-k", "4", "--json",
             "-o", "s.png")
     assert r.exit_code == 1
     rec = first_json(r.stdout)
     kinds = {t.get("op"): t["kind"] for t in rec["tiles"] if t["kind"] != "selection"}
-    assert kinds == {None: "original", "max": "op", "blur": "error", "instance": "op"}
+    assert kinds == {None: "original", "max": "op", "stochastic": "error", "instance": "op"}
     inst = next(t for t in rec["tiles"] if t.get("op") == "instance")
     assert abs(inst["mean"]) < 1e-3 and inst["std"] == pytest.approx(1, abs=1e-3)
-    assert "blur" in r.stderr and "kernel_size" in r.stderr
+    assert "stochastic" in r.stderr and "non-negative" in r.stderr
 
 
 def test_compare_preview_on_stderr_but_never_with_json(workdir):

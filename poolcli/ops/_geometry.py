@@ -119,6 +119,22 @@ class Axis:
         j1 = min(hi, (self.n - 1 - off) // self.s + 1)
         return j0, max(j0, j1)
 
+    def useful_taps(self) -> range:
+        """Taps that lie inside the input for at least one window, as ``range(t0, t1)``.
+
+        Window ``j`` reads ``j*s - p + t*d``; over ``j = 0..out-1`` tap ``t`` can land in
+        ``[0, n)`` only when ``p - (out-1)*s <= t*d <= p + n - 1``. Every other tap is padding
+        for every window (it never wins a max or min, adds nothing to a sum and is never
+        sampled), so loops over taps can skip it: a kernel far larger than the image, legal
+        with padding up to ``k // 2``, then costs O(n) tap passes instead of O(k).
+
+        >>> Axis(n=10, k=2001, s=1, p=1000, d=1, out=10).useful_taps()
+        range(991, 1010)
+        """
+        t0 = -((self.p - (self.out - 1) * self.s) // -self.d)  # ceil division
+        t1 = (self.p + self.n - 1) // self.d + 1
+        return range(max(0, t0), max(max(0, t0), min(self.k, t1)))
+
     def first_tap_positions(self) -> np.ndarray:
         """Input position of the first in-range tap of every window (PyTorch's initial argmax)."""
         starts = np.arange(self.out) * self.s - self.p

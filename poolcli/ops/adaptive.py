@@ -12,8 +12,8 @@ import numbers
 import numpy as np
 
 from poolcli.ops._geometry import adaptive_bounds, as_batch
-from poolcli.ops._reduce import adaptive_taps, select_with_indices
-from poolcli.ops.pool import float_dtype_for
+from poolcli.ops._reduce import _int_accumulator, adaptive_reduce, adaptive_select
+from poolcli.ops.pool import divide_into, divide_outer, float_dtype_for
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -49,38 +49,48 @@ def _output_size(output_size, hw) -> tuple[int, int]:
     return size[0], size[1]
 
 
-def _window_sums(x4: np.ndarray, starts, ends, axis: int, acc) -> np.ndarray:
-    """Sum ``x4`` over ``[start, end)`` windows along ``axis``, one tap at a time.
+def _avg(x4, oh: int, ow: int):
+    """Adaptive average of ``x4`` (N, H, W, C) to ``oh x ow`` (see :func:`adaptive_avg_pool2d`)."""
+    h, w = x4.shape[1:3]
+    sh, eh = adaptive_bounds(h, oh)
+    sw, ew = adaptive_bounds(w, ow)
+    dtype = x4.dtype
+    result = float_dtype_for(dtype)
+    area = int((eh - sh).max()) * int((ew - sw).max())
+    if dtype.kind in "iu" and dtype.itemsize <= 2:
+        acc = _int_accumulator(dtype, area)  # exact sums
+        bound = max(abs(int(np.iinfo(dtype).min)), int(np.iinfo(dtype).max)) * area
+        divide_in = result if bound < 1 << 24 else np.dtype(np.float64)
+    elif dtype == np.float32 and area <= 64:
+        acc = divide_in = result
+    else:
+        acc = divide_in = np.dtype(np.float64)
+    len_h, len_w = (eh - sh).astype(divide_in), (ew - sw).astype(divide_in)
+    uniform = (len_h == len_h[0]).all() and (len_w == len_w[0]).all()
 
-    (A running-sum difference would be O(1) per window but lets one NaN or inf poison every
-    later window, so taps are added with a validity mask instead.)
-    """
-    taps = adaptive_taps(starts, ends)
-    shape = [1] * x4.ndim
-    shape[axis] = starts.size
-    total = np.take(x4, taps[0], axis=axis).astype(acc)
-    for t, tap in enumerate(taps[1:], start=1):
-        valid = (starts + t < ends).reshape(shape)
-        np.add(total, np.take(x4, tap, axis=axis), out=total, where=valid)
-    return total
+    def finish(sums, out, i0, i1):
+        if uniform:
+            divide_into(sums, len_h[0] * len_w[0], out, divide_in)
+        else:
+            divide_outer(sums, len_h[i0:i1], len_w, out, divide_in)
+
+    return adaptive_reduce(x4, (sh, eh), (sw, ew), "sum", acc, post=finish, out_dtype=result)
 
 
 def adaptive_avg_pool2d(x, output_size):
     """Adaptive average pooling to ``output_size`` (int or ``(h, w)``; ``None`` keeps an axis).
 
-    Windows are summed in float64, height then width. Returns float32 (float64 for float64 and 32/64-bit integer input).
+    Sums are exact for 8/16-bit integers; float32 windows of more than 64 cells are summed in
+    float32 blocks of at most 64 rows accumulated in float64; other types in float64. Returns
+    float32 (float64 for float64 and 32/64-bit integer input). Cost is about one pass over the
+    input whatever the output size.
 
     >>> adaptive_avg_pool2d(np.arange(6.0).reshape(1, 6), (1, 4))
     array([[0.5, 1.5, 3.5, 4.5]])
     """
     x4, restore = as_batch(x)
     oh, ow = _output_size(output_size, x4.shape[1:3])
-    sh, eh = adaptive_bounds(x4.shape[1], oh)
-    sw, ew = adaptive_bounds(x4.shape[2], ow)
-    rows = _window_sums(x4, sh, eh, 1, np.float64)
-    sums = _window_sums(rows, sw, ew, 2, np.float64)
-    counts = np.multiply.outer(eh - sh, ew - sw)[None, :, :, None]
-    return restore((sums / counts).astype(float_dtype_for(x4.dtype), copy=False))
+    return restore(_avg(x4, oh, ow))
 
 
 def adaptive_max_pool2d(x, output_size, return_indices=False):
@@ -94,16 +104,18 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     """
     x4, restore = as_batch(x)
     oh, ow = _output_size(output_size, x4.shape[1:3])
-    taps_h = adaptive_taps(*adaptive_bounds(x4.shape[1], oh))
-    taps_w = adaptive_taps(*adaptive_bounds(x4.shape[2], ow))
-    values, indices = select_with_indices(x4, taps_h, taps_w, "max")
+    bh = adaptive_bounds(x4.shape[1], oh)
+    bw = adaptive_bounds(x4.shape[2], ow)
     if return_indices:
+        values, indices = adaptive_select(x4, bh, bw, "max")
         return restore(values), restore(indices)
-    return restore(values)
+    return restore(adaptive_reduce(x4, bh, bw, "max", x4.dtype))
 
 
 def global_avg_pool2d(x):
     """Mean of each channel plane, shaped ``(1, 1, C)`` (or ``(N, 1, 1, C)``; ``(1, 1)`` for grey).
+
+    Same sums and result type as :func:`adaptive_avg_pool2d` to 1x1.
 
     >>> global_avg_pool2d(np.arange(8, dtype=np.uint8).reshape(2, 2, 2))
     array([[[3., 4.]]], dtype=float32)
@@ -111,8 +123,7 @@ def global_avg_pool2d(x):
     x4, restore = as_batch(x)
     if x4.shape[1] < 1 or x4.shape[2] < 1:
         raise ValueError(f"input plane must be non-empty, got {x4.shape[1]}x{x4.shape[2]}")
-    means = x4.mean(axis=(1, 2), dtype=np.float64, keepdims=True)
-    return restore(means.astype(float_dtype_for(x4.dtype), copy=False))
+    return restore(_avg(x4, 1, 1))
 
 
 def global_max_pool2d(x, return_indices=False):
@@ -127,14 +138,8 @@ def global_max_pool2d(x, return_indices=False):
     n, h, w, c = x4.shape
     if h < 1 or w < 1:
         raise ValueError(f"input plane must be non-empty, got {h}x{w}")
-    flat = x4.reshape(n, h * w, c)
+    whole = (np.array([0]), np.array([h])), (np.array([0]), np.array([w]))
     if not return_indices:
-        return restore(flat.max(axis=1).reshape(n, 1, 1, c))
-    index = flat.argmax(axis=1)  # first occurrence; NaN counts as the maximum
-    if x4.dtype.kind == "f":
-        nan = np.isnan(flat)
-        has_nan = nan.any(axis=1)
-        last_nan = h * w - 1 - nan[:, ::-1].argmax(axis=1)
-        index = np.where(has_nan, last_nan, index)
-    values = np.take_along_axis(flat, index[:, None, :], axis=1)
-    return restore(values.reshape(n, 1, 1, c)), restore(index.reshape(n, 1, 1, c).astype(np.int64))
+        return restore(adaptive_reduce(x4, *whole, "max", x4.dtype))
+    values, index = adaptive_select(x4, *whole, "max")
+    return restore(values), restore(index)

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from poolcli.ops._geometry import as_batch, pool_axes
-from poolcli.ops._reduce import empty_windows, fixed_taps, reduce_windows, select_with_indices
+from poolcli.ops._reduce import _reduce, select_fixed
 
 __all__ = ["max_pool2d", "min_pool2d", "avg_pool2d", "lp_pool2d", "float_dtype_for"]
 
@@ -38,11 +38,9 @@ def _select_pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, ret
     x4, restore = as_batch(x)
     ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, padding, dilation, ceil_mode)
     if return_indices:
-        empty = (empty_windows(ah), empty_windows(aw), ah.first_tap_positions(),
-                 aw.first_tap_positions())
-        values, indices = select_with_indices(x4, fixed_taps(ah), fixed_taps(aw), kind, empty)
+        values, indices = select_fixed(x4, ah, aw, kind)
         return restore(values), restore(indices)
-    return restore(reduce_windows(x4, ah, aw, kind, x4.dtype))
+    return restore(_reduce(x4, ah, aw, kind, x4.dtype))
 
 
 def max_pool2d(
@@ -129,17 +127,47 @@ def avg_pool2d(
     area = ah.k * aw.k
     result = float_dtype_for(x4.dtype, exact_sum_of=area)
     acc = _exact_int_accumulator(x4.dtype, area) or result
-    sums = reduce_windows(x4, ah, aw, "sum", acc, planar=True)  # (N, oh, C, ow)
     if divisor_override is not None:
-        div = result.type(divisor_override)
+        div_h = div_w = None
+        scalar = result.type(divisor_override)
     else:
-        div = np.multiply.outer(ah.divisors(count_include_pad), aw.divisors(count_include_pad))
-        div = div.astype(result)[None, :, None, :]
-    if acc == result:
-        means = np.divide(sums, div, out=sums)
+        div_h = ah.divisors(count_include_pad).astype(result)
+        div_w = aw.divisors(count_include_pad).astype(result)
+        uniform = (div_h == div_h[0]).all() and (div_w == div_w[0]).all()
+        scalar = result.type(div_h[0] * div_w[0]) if uniform else None
+
+    def finish(sums, out, i0, i1):
+        # Each strip is divided while still in cache; integer sums are converted on the way.
+        if scalar is not None:
+            divide_into(sums, scalar, out, result)
+        else:
+            divide_outer(sums, div_h[i0:i1], div_w, out, result)
+
+    return restore(_reduce(x4, ah, aw, "sum", acc, post=finish, out_dtype=result))
+
+
+def divide_into(sums, divisor, out, dtype) -> None:
+    """``out = sums / divisor`` computed in ``dtype`` for a scalar divisor; a power of two is
+    applied as an (exact, identical, faster) multiplication by its reciprocal."""
+    divisor = dtype.type(divisor)
+    mantissa, _ = math.frexp(float(divisor))
+    if abs(mantissa) == 0.5 and np.isfinite(dtype.type(1) / divisor):
+        np.multiply(sums, dtype.type(1) / divisor, out=out, dtype=dtype, casting="unsafe")
     else:
-        means = np.divide(sums, div, dtype=result)
-    return restore(means.transpose(0, 1, 3, 2))
+        np.divide(sums, divisor, out=out, dtype=dtype, casting="unsafe")
+
+
+def divide_outer(sums, rows, cols, out, dtype) -> None:
+    """``out = sums / (rows[:, None] * cols[None, :])`` per channel, in ``dtype``; ``sums`` and
+    ``out`` are ``(r, ow, C)`` views with the same memory layout. The divisor is laid out like
+    the data so that numpy's inner loop runs over whole rows, not over the channels of a pixel."""
+    rows, cols = rows.astype(dtype), cols.astype(dtype)
+    c = sums.shape[2]
+    if c > 1 and sums.strides[2] < sums.strides[1]:  # contiguous pixels: repeat per channel
+        div = np.multiply.outer(rows, np.repeat(cols, c)).reshape(sums.shape)
+    else:
+        div = np.multiply.outer(rows, cols)[:, :, None]
+    np.divide(sums, div, out=out, dtype=dtype, casting="unsafe")
 
 
 def _exact_int_accumulator(dtype, terms: int):
@@ -178,17 +206,27 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
     x4, restore = as_batch(x)
     ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, 0, 1, ceil_mode)
     acc = float_dtype_for(x4.dtype)
+    absolute = x4.dtype.kind != "u"
+
+    def magnitude(rows, buf):
+        # Cast first: abs of the minimum signed integer overflows in its own dtype.
+        np.copyto(buf, rows, casting="unsafe")
+        if absolute:
+            np.abs(buf, out=buf)
+        if p == 2:
+            np.square(buf, out=buf)
+        elif p != 1 and not math.isinf(p):
+            np.power(buf, acc.type(p), out=buf)
+
     if math.isinf(p):
-        mag = np.abs(x4.astype(acc, copy=False))
-        return restore(reduce_windows(mag, ah, aw, "max", acc))
-    powered = np.abs(x4.astype(acc, copy=True))
-    if p == 2:
-        np.square(powered, out=powered)
-    elif p != 1:
-        np.power(powered, acc.type(p), out=powered)
-    out = reduce_windows(powered, ah, aw, "sum", acc)
-    if p == 2:
-        np.sqrt(out, out=out)
-    elif p != 1:
-        np.power(out, acc.type(1.0 / p), out=out)
-    return restore(out)
+        return restore(_reduce(x4, ah, aw, "max", acc, pre=magnitude))
+
+    def root(sums, out, i0, i1):
+        if p == 2:
+            np.sqrt(sums, out=out)
+        else:
+            np.power(sums, acc.type(1.0 / p), out=out)
+
+    if p == 1:
+        return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude))
+    return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude, post=root, out_dtype=acc))

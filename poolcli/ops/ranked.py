@@ -209,8 +209,14 @@ def sort_pool2d(
     wts = _check_weights(weights, (ah.k, aw.k))
     n, _, _, c = x4.shape
     oh, ow = ah.out, aw.out
-    taps = ah.k * aw.k
+    # Taps lying in the padding for every window are skipped (they are never among a window's
+    # values): a kernel far larger than the image costs what the image holds, not k*k planes.
+    taps_h, taps_w = ah.useful_taps(), aw.useful_taps()
+    taps = len(taps_h) * len(taps_w)
     m = wts.size
+    m_sel = min(m, taps)  # a rank beyond the taps holds no cell in any window
+    if taps == 0:  # an empty input plane (H or W = 0) with padding: every window is empty
+        return restore(np.zeros((n, oh, ow, c), dtype=float_dtype_for(x4.dtype)))
     # Padding fills with the lowest value of the dtype: never above a real cell, and ranks past
     # a window's real cells are masked out below, so a tie with a real minimum is harmless.
     kind = x4.dtype.kind
@@ -238,9 +244,9 @@ def sort_pool2d(
             r = i1 - i0
             vals = buf[:, :, :r]
             t = 0
-            for th in range(ah.k):
+            for th in taps_h:
                 j0h, j1h = ah.tap_range(th, i0, i1)
-                for tw in range(aw.k):
+                for tw in taps_w:
                     j0w, j1w = aw.tap_range(tw)
                     dst = vals[t]
                     t += 1
@@ -256,15 +262,19 @@ def sort_pool2d(
                         ws : ws + (j1w - j0w - 1) * aw.s + 1 : aw.s,
                     ]
             if network:
-                top = _select_top(list(vals), m)
+                top = _select_top(list(vals), m_sel)
             else:
                 ordered = np.sort(np.moveaxis(vals, 0, -1), axis=-1)  # ascending, NaN last
-                top = [ordered[..., taps - 1 - rank] for rank in range(m)]
+                top = [ordered[..., taps - 1 - rank] for rank in range(m_sel)]
             a = out[b, :, i0:i1] if acc_dtype == out_dtype else acc[:, :r]
             tm = term[:, :r]
             strip_real = real[i0:i1]
             for k, rank in enumerate(ranks):
                 dst = a if k == 0 else tm
+                if rank >= m_sel:  # no window has a cell of this rank (nor of later ones)
+                    if k == 0:
+                        dst.fill(0)
+                    break
                 np.multiply(top[rank], acc_dtype.type(wts[rank]), out=dst)
                 if rank >= strip_real.min():  # some windows have no cell of this rank
                     np.copyto(dst, 0, where=strip_real <= rank)

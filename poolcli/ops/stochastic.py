@@ -123,6 +123,11 @@ def stochastic_pool2d(
     rng = _generator(seed) if mode == "train" else None
     x4, restore = as_batch(x)
     ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, padding, 1, ceil_mode)
+    if mode == "train" and 0 in x4.shape[1:3]:
+        raise ValueError(
+            f"stochastic pooling needs a non-empty input plane to sample from, got "
+            f"{x4.shape[1]}x{x4.shape[2]}"
+        )
     largest = _check_activations(x4)
     taps = ah.k * aw.k
     if mode == "test":
@@ -150,7 +155,11 @@ def derive_seed(base_seed, key: str) -> int:
     base = _check_seed(base_seed, "base_seed")
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, got {type(key).__name__}")
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    try:  # a file name that is not valid UTF-8 hashes its original bytes
+        raw = key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates
+        raw = key.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(raw).digest()
     spawn_key = tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 32, 4))
     state = np.random.SeedSequence(base, spawn_key=spawn_key).generate_state(1, np.uint64)
     return int(state[0]) >> 1
@@ -260,9 +269,9 @@ def _test_normalized(x4: np.ndarray, ah: Axis, aw: Axis) -> np.ndarray:
     total = np.zeros_like(peak)
     squares = np.zeros_like(peak)
     for b in range(n):
-        for th in range(ah.k):
+        for th in ah.useful_taps():
             j0h, j1h = ah.tap_range(th)
-            for tw in range(aw.k):
+            for tw in aw.useful_taps():
                 j0w, j1w = aw.tap_range(tw)
                 if j1h <= j0h or j1w <= j0w:
                     continue
@@ -330,7 +339,9 @@ def _train(x4: np.ndarray, ah: Axis, aw: Axis, rng: np.random.Generator, scale: 
     """
     n, h, w, c = x4.shape
     oh, ow = ah.out, aw.out
-    taps = [(th, tw) for th in range(ah.k) for tw in range(aw.k)]
+    # Taps in the padding of every window are never picked: skipping them changes no pick (the
+    # pick moves past a padding tap) and keeps huge padded kernels cheap.
+    taps = [(th, tw) for th in ah.useful_taps() for tw in aw.useful_taps()]
     planes = x4.transpose(0, 3, 1, 2)  # (N, C, H, W) views: inner loops run along the width
     sources = planes if scale == 1.0 else planes * scale
     acc = _exact_accumulator(x4.dtype, len(taps)) or np.dtype(np.float64)
@@ -372,12 +383,17 @@ def _train(x4: np.ndarray, ah: Axis, aw: Axis, rng: np.random.Generator, scale: 
             for view in sums:
                 if view is not None:
                     part = cu[:, view[0], view[1]]
-                    np.add(part, view[2], out=part)
+                    np.add(part, view[2], out=part, casting="unsafe")  # >= 0: exact
             np.greater(cu, 0, out=pos)
             np.multiply(u[:, i0:i1], cu, out=pr)  # u < 1, so u * S < S: some tap exceeds it
             if acc.kind == "u":
                 np.floor(pr, out=pr)
                 np.copyto(th_, pr, casting="unsafe")  # exact: 0 <= floor(u * S) < S
+            else:
+                # ... except where S is subnormal: u * S rounds to S for u >= 0.5 when S is the
+                # smallest subnormal, and then no tap would exceed it (the pick ran past the
+                # window's last real cell into padding: a stale value). Keep u * S below S.
+                np.minimum(th_, np.nextafter(cu, 0), out=th_)
             cu.fill(0)
             if want_indices:
                 cnt.fill(0)
@@ -386,7 +402,7 @@ def _train(x4: np.ndarray, ah: Axis, aw: Axis, rng: np.random.Generator, scale: 
             for t in range(len(taps) - 1):
                 if sums[t] is not None:
                     part = cu[:, sums[t][0], sums[t][1]]
-                    np.add(part, sums[t][2], out=part)
+                    np.add(part, sums[t][2], out=part, casting="unsafe")
                 np.less_equal(cu, th_, out=bl)
                 if want_indices:
                     np.add(cnt, bl, out=cnt)

@@ -70,7 +70,7 @@ def _window_max(x3: np.ndarray, ah: Axis, aw: Axis) -> np.ndarray:
 def _taps(axis: Axis, lo: int, hi: int):
     """``(output slice, input slice)`` per kernel tap for windows ``[lo, hi)`` of ``axis``;
     taps that fall outside the input (ceil-mode partial windows) are left out."""
-    for t in range(axis.k):
+    for t in axis.useful_taps():
         j0, j1 = axis.tap_range(t, lo, hi)
         if j1 > j0:
             start = j0 * axis.s - axis.p + t * axis.d
