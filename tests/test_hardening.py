@@ -932,10 +932,6 @@ def test_a_pipe_is_read(corpus, tmp_path):
     assert json.loads(out.splitlines()[0])["shape_in"] == list(GOOD_SHAPE)
 
 
-@pytest.mark.xfail(reason="needs pool.py fix: lp_pool2d computes x**p in float32 without "
-                          "np.errstate, so `--norm-type 20` on an 8-bit image prints numpy "
-                          "RuntimeWarnings (overflow in power/add) on stderr (and gives inf)",
-                   strict=True)
 def test_no_numpy_warnings_on_stderr(corpus, tmp_path):
     root, _ = corpus
     p = subprocess.run([sys.executable, "-m", "poolcli", "pool", "--op", "lp", "--norm-type",

@@ -94,16 +94,6 @@ def identity(kind: str, dtype: np.dtype):
     return dtype.type(info.min if kind == "max" else info.max)
 
 
-def _useful_taps(axis: Axis) -> range:
-    """Taps that lie inside the input for at least one window (window ``j`` reads
-    ``j*s - p + t*d``, inside ``[0, n)`` for some ``j < out`` only when
-    ``p - (out-1)*s <= t*d <= p + n - 1``). The others are padding for every window, so a
-    kernel far larger than the image (legal with padding up to ``k // 2``) costs O(n) taps."""
-    t0 = max(0, -((axis.p - (axis.out - 1) * axis.s) // -axis.d))
-    t1 = min(axis.k, (axis.p + axis.n - 1) // axis.d + 1)
-    return range(t0, max(t0, t1))
-
-
 def _combine(ufunc, a, b, out):
     """``out = ufunc(a, b)`` computed in ``out``'s dtype (exact for the widening sums used here)."""
     ufunc(a, b, out=out, dtype=out.dtype, casting="unsafe")
@@ -126,7 +116,7 @@ def _apply_taps(kind, dst, src_of, axis: Axis, lo: int, hi: int, pos_scale: int)
         start = j0 * axis.s - axis.p + t * axis.d
         return src_of(start, start + (j1 - j0 - 1) * axis.s + 1, axis.s)
 
-    ranges = [(t, *axis.tap_range(t, lo, hi)) for t in _useful_taps(axis)]
+    ranges = [(t, *axis.tap_range(t, lo, hi)) for t in axis.useful_taps()]
     full = [t for t, j0, j1 in ranges if j0 == lo and j1 == hi]
     done = set(full[:2])
     if len(full) >= 2:  # first two whole taps combined directly: one pass instead of copy + op
@@ -489,7 +479,7 @@ def _select_width(kind, block, width: _WidthPass, best, tap, bufs):
         sc = tuple(a[:rows, lo:hi].transpose(0, 2, 1) for a in scratch_o)
         _apply_taps(kind, bT, lambda a, z, st: blockT[:, :, a:z:st], axis, lo, hi, 1)
         taps = []
-        for t in _useful_taps(axis):
+        for t in axis.useful_taps():
             j0, j1 = axis.tap_range(t, lo, hi)
             if j1 > j0:
                 a = j0 * axis.s - axis.p + t * axis.d
@@ -564,7 +554,7 @@ def select_fixed(x4: np.ndarray, ah: Axis, aw: Axis, kind: str):
             v, ht, cl = vals[b, i0:i1], h_tap[:r], col[:r]
             _apply_taps(kind, v, lambda a, z, st: rb[a - r0 : z - r0 : st], ah, i0, i1, 0)
             taps = []
-            for t in _useful_taps(ah):
+            for t in ah.useful_taps():
                 j0, j1 = ah.tap_range(t, i0, i1)
                 if j1 > j0:
                     a = j0 * ah.s - ah.p + t * ah.d - r0
@@ -694,8 +684,8 @@ class _TakeTaps:
 
 # ---------------------------------------------------------------------------- adaptive windows
 
-# Adaptive windows longer than this are reduced one window at a time (a slab of rows, or a fold
-# of columns: log2(length) contiguous calls); shorter ones tap by tap over all windows at once.
+# Selection with indices treats adaptive windows longer than this as "long" (searched window by
+# window, see adaptive_select); shorter ones go tap by tap over all windows at once.
 _LONG = 6
 # Row windows longer than this are reduced one slab of rows at a time (one call per window).
 _SLAB_ROWS = 3
@@ -779,7 +769,6 @@ def _height_windows(kind, img, win: _Windows, i0, i1, st, tmp_row):
                     ufunc(row, part, out=row, casting="unsafe")
         return
     # Short windows: tap by tap over all windows; a padded tap of a sum reads a zeroed row.
-    g = None
     for t in range(win.lmax):
         pos = win.tap(t, i0, i1)
         src = img.take(pos, axis=0)
@@ -904,9 +893,10 @@ def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_d
 def adaptive_select(x4, bounds_h, bounds_w, kind):
     """Max or min of adaptive windows with PyTorch-encoded int64 indices.
 
-    Uniform windows go through :func:`select_fixed`; long windows (few of them) are searched one
-    window at a time on planar row blocks (reduce, compare, ``argmax`` of the first match); short
-    ones through :func:`select_with_indices`.
+    Uniform windows go through :func:`select_fixed`; a few long windows (7x7 or global pooling
+    of a large image) are found in one pass plus a search of the winning chunk of each window
+    (:func:`_select_search`); many windows long on one axis by per-row winners
+    (:func:`_select_long`); short ones through :func:`select_with_indices`.
     """
     n, h, w, c = x4.shape
     if x4.size == 0:
@@ -969,11 +959,13 @@ def _select_search(x4, wh: _Windows, ww: _Windows, kind):
                 for ch in range(c):
                     a = int(where[ch, j])
                     z = min(r1 - r0, a + chunk)
-                    part = x4[b, r0 + a : r0 + z, c0:c1, ch]
+                    part = x4[b, r0 + a : r0 + z, c0:c1, ch]  # strided; compared in place
                     v = best[ch, j]
-                    k = int(_first_match(part.reshape(1, -1) if part.flags.c_contiguous
-                                         else np.ascontiguousarray(part).reshape(1, -1),
-                                         np.array([v]), 1)[0])
+                    if v != v:  # the last NaN
+                        hit = (part != part).ravel()
+                        k = hit.size - 1 - int(np.argmax(hit[::-1]))
+                    else:  # argmax of a boolean array: its first True, in row-major order
+                        k = int(np.argmax(part == v))
                     idx[b, i, j, ch] = (r0 + a + k // (c1 - c0)) * w + c0 + k % (c1 - c0)
     return vals.transpose(0, 1, 3, 2), idx
 

@@ -193,7 +193,9 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
     input, full windows). Two deliberate differences (DESIGN.md): ``|x|`` is used, so negative
     input with a fractional ``p`` gives the true Lp norm rather than NaN, and ceil-mode partial
     windows sum only their real cells (PyTorch scales an average by the full kernel area and
-    over-counts them). ``norm_type=inf`` gives max ``|x|``.
+    over-counts them). ``norm_type=inf`` gives max ``|x|``. Integer input is summed in float64
+    when ``|x|**p`` could overflow float32 (e.g. ``p = 20`` on 8-bit data); float input whose
+    powers overflow gives inf, as in PyTorch (without numpy warnings).
 
     >>> lp_pool2d(np.array([[3.0, 4.0]]), 2, (1, 2))
     array([[5.]])
@@ -205,7 +207,14 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
         raise ValueError(f"norm_type must be > 0, got {norm_type!r}")
     x4, restore = as_batch(x)
     ah, aw = pool_axes(x4.shape[1:3], kernel_size, stride, 0, 1, ceil_mode)
-    acc = float_dtype_for(x4.dtype)
+    result = float_dtype_for(x4.dtype)
+    acc = result
+    if x4.dtype.kind in "iu" and not math.isinf(p):
+        # |x|**p of integers can overflow float32 (255**20 does): sum in float64 then.
+        info = np.iinfo(x4.dtype)
+        bound = max(abs(int(info.min)), int(info.max))
+        if p * math.log(bound) + math.log(ah.k * aw.k) >= math.log(np.finfo(acc).max):
+            acc = np.dtype(np.float64)
     absolute = x4.dtype.kind != "u"
 
     def magnitude(rows, buf):
@@ -223,10 +232,13 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
 
     def root(sums, out, i0, i1):
         if p == 2:
-            np.sqrt(sums, out=out)
+            np.sqrt(sums, out=out, casting="same_kind")
         else:
-            np.power(sums, acc.type(1.0 / p), out=out)
+            np.power(sums, acc.type(1.0 / p), out=out, casting="same_kind")
 
-    if p == 1:
-        return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude))
-    return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude, post=root, out_dtype=acc))
+    # Like PyTorch, float input whose |x|**p overflows gives inf; numpy's warnings are silenced.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if p == 1:
+            return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude))
+        return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude, post=root,
+                               out_dtype=result))
