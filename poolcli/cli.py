@@ -351,8 +351,10 @@ def plan(session: Session, inputs, op_name, b: dict, *, name_outputs=True):
 
 
 def write_opts(b: dict) -> dict:
+    # Statistics cost a pass over input and output; skip them when nobody will see them.
     return {"force": b.get("force", False), "quality": b.get("quality"),
-            "compress_level": b.get("compress_level")}
+            "compress_level": b.get("compress_level"),
+            "stats": bool(b.get("as_json") or not b.get("quiet"))}
 
 
 def batch_run(session, jobs, fn, args, b):
@@ -543,8 +545,8 @@ def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
         "shape_out": list(values.shape),
         "dtype_in": str(x.dtype),
         "dtype_out": str(values.dtype),
-        "stats_in": _stats(x, img.channels),
-        "stats_out": _stats(values, img.channels),
+        "stats_in": _stats(x, img.channels) if opts.get("stats", True) else None,
+        "stats_out": _stats(values, img.channels) if opts.get("stats", True) else None,
         "notes": notes,
     }
     record.update(result.info)
