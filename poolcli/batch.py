@@ -9,7 +9,7 @@ import glob
 import os
 from dataclasses import dataclass
 
-from poolcli.imageio import SUPPORTED_SUFFIXES
+from poolcli.formats import SUPPORTED_SUFFIXES
 
 __all__ = ["Job", "expand_inputs", "plan_outputs", "STDIN"]
 

@@ -83,7 +83,7 @@ __all__ = [
     "write_image",
 ]
 
-SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy")
+from poolcli.formats import SUPPORTED_SUFFIXES  # noqa: E402  (one list, shared with batch)
 
 #: Largest image (width x height) read without ``--max-pixels``: twice Pillow's own warning
 #: threshold (89,478,485 = 1024 * 1024 * 1024 // 4 // 3), i.e. the size at which Pillow itself would
