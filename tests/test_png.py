@@ -1,0 +1,157 @@
+"""poolcli.png: the PNG writer, checked against two independent decoders and the spec by hand."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+import struct
+import zlib
+
+import imagecodecs
+import numpy as np
+import pytest
+from PIL import Image
+
+from poolcli import png
+from poolcli.png import encode_png
+
+SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "sample_images"
+
+
+def chunks(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos = 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        payload = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        yield ctype, payload, crc
+        pos += 12 + length
+
+
+def naive_average_filter(rows: list[list[int]], bpp: int) -> list[list[int]]:
+    """PNG filter type 3 straight from the specification, one byte at a time."""
+    out = []
+    for r, row in enumerate(rows):
+        line = [3]
+        for i, x in enumerate(row):
+            left = row[i - bpp] if i >= bpp else 0
+            up = rows[r - 1][i] if r > 0 else 0
+            line.append((x - (left + up) // 2) % 256)
+        out.append(line)
+    return out
+
+
+SHAPES = [(1, 1), (1, 7), (7, 1), (5, 3), (33, 65)]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_round_trip_through_libpng(dtype, channels, shape, level):
+    rng = np.random.default_rng(hash((shape, channels, level)) % 2**32)
+    a = rng.integers(0, np.iinfo(dtype).max + 1, (*shape, channels), dtype=dtype)
+    back = imagecodecs.png_decode(encode_png(a, level))
+    assert back.dtype == dtype
+    assert np.array_equal(back.reshape(a.shape), a)
+
+
+@pytest.mark.parametrize("channels,mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+def test_pillow_reads_8_bit(channels, mode):
+    rng = np.random.default_rng(channels)
+    a = rng.integers(0, 256, (17, 23, channels), dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png(a, 1))) as im:
+        assert im.mode == mode
+        assert np.array_equal(np.asarray(im).reshape(a.shape), a)
+
+
+def test_pillow_reads_16_bit_grey():
+    a = np.array([[0, 1, 255], [256, 4660, 65535]], np.uint16)[:, :, None]
+    with Image.open(io.BytesIO(encode_png(a, 1))) as im:
+        assert im.mode == "I;16"
+        assert np.array_equal(np.asarray(im), a[:, :, 0])
+
+
+@pytest.mark.parametrize("dtype,channels", [(np.uint8, 3), (np.uint8, 2), (np.uint16, 1),
+                                            (np.uint16, 4)])
+def test_scanlines_match_the_spec(dtype, channels):
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, np.iinfo(dtype).max + 1, (6, 5, channels), dtype=dtype)
+    data = encode_png(a, 1)
+    idat = b"".join(p for t, p, _ in chunks(data) if t == b"IDAT")
+    raw = zlib.decompress(idat)
+    bpp = channels * a.itemsize
+    big = a.astype(">u2") if dtype == np.uint16 else a
+    rows = [list(big[r].tobytes()) for r in range(a.shape[0])]
+    expected = naive_average_filter(rows, bpp)
+    assert list(raw) == [b for line in expected for b in line]
+
+
+def test_strips_join_without_seams(monkeypatch):
+    """Rows filtered in separate strips still see the last row of the previous strip."""
+    monkeypatch.setattr(png, "_STRIP_BYTES", 10)  # one or two rows per strip
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (9, 4, 3), dtype=np.uint8)
+    raw = zlib.decompress(b"".join(p for t, p, _ in chunks(encode_png(a, 1)) if t == b"IDAT"))
+    rows = [list(a[r].tobytes()) for r in range(9)]
+    assert list(raw) == [b for line in naive_average_filter(rows, 3) for b in line]
+
+
+def test_header_chunks_and_crcs(monkeypatch):
+    monkeypatch.setattr(png, "_IDAT_BYTES", 1000)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 65536, (40, 30, 4), dtype=np.uint16)  # incompressible: several IDATs
+    data = encode_png(a, 1)
+    found = list(chunks(data))
+    types = [t for t, _, _ in found]
+    assert types[0] == b"IHDR" and types[-1] == b"IEND"
+    assert set(types[1:-1]) == {b"IDAT"} and len(types) > 4
+    assert all(len(p) <= 1000 for t, p, _ in found if t == b"IDAT")
+    for ctype, payload, crc in found:
+        assert zlib.crc32(ctype + payload) == crc
+    width, height, depth, colour, comp, filt, interlace = struct.unpack(">IIBBBBB", found[0][1])
+    assert (width, height, depth, colour, comp, filt, interlace) == (30, 40, 16, 6, 0, 0, 0)
+    assert np.array_equal(imagecodecs.png_decode(data), a)
+
+
+def test_level_zero_is_stored_and_unfiltered():
+    a = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    idat = b"".join(p for t, p, _ in chunks(encode_png(a, 0)) if t == b"IDAT")
+    raw = zlib.decompress(idat)
+    assert raw == b"\x00" + a[0].tobytes() + b"\x00" + a[1].tobytes()
+    assert len(idat) > len(raw)  # stored blocks: no compression at all
+
+
+def test_higher_level_is_not_larger_on_a_photo():
+    from PIL import Image as PILImage
+
+    from poolcli.imageio import read_image
+
+    photo = read_image(SAMPLES / "astronaut.png").array
+    sizes = [len(encode_png(photo, level)) for level in (1, 6, 9)]
+    assert sizes[0] >= sizes[1] >= sizes[2]
+    # and level 1 stays within a few percent of Pillow's level 1 (Pillow's adaptive filters)
+    buf = io.BytesIO()
+    PILImage.fromarray(photo).save(buf, format="PNG", compress_level=1)
+    assert sizes[0] <= 1.02 * len(buf.getvalue())
+
+
+@pytest.mark.parametrize(
+    "array,message",
+    [
+        (np.zeros((2, 2, 5), np.uint8), "shape"),
+        (np.zeros((0, 2, 3), np.uint8), "shape"),
+        (np.zeros((2, 2), np.uint8), "shape"),
+        (np.zeros((2, 2, 3), np.float32), "uint8 or uint16"),
+    ],
+)
+def test_refuses_what_png_cannot_hold(array, message):
+    with pytest.raises(ValueError, match=message):
+        encode_png(array, 1)
+
+
+def test_refuses_bad_level():
+    with pytest.raises(ValueError, match="0-9"):
+        encode_png(np.zeros((2, 2, 3), np.uint8), 10)
