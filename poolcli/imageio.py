@@ -99,24 +99,21 @@ from poolcli.formats import SUPPORTED_SUFFIXES  # noqa: E402  (one list, shared 
 #: refuse. About 13400 x 13400; a uint8 RGB image of that size is 537 MB in memory.
 DEFAULT_MAX_PIXELS = 178_956_970
 
-#: zlib level for PNG (and deflate TIFF) output. Measured on a 1024x1024 RGB image (astronaut.png
-#: upscaled 2x, bilinear) with Pillow 13; best of 3-5 runs, two runs on a loaded 2-core machine, so
-#: times are indicative (sizes are exact):
+#: Deflate level for PNG (libdeflate, :mod:`poolcli.png`) and deflate TIFF (zlib) output.
+#: ``benchmarks/bench_png.py`` on the 2-core development machine (median of 3; sizes exact):
 #:
-#:   level 0:    84-128 ms  3074 KiB (stored, no compression)
-#:   level 1:   137-253 ms  1224 KiB   <- default
-#:   level 2:   166-241 ms  1192 KiB
-#:   level 3:   225-295 ms  1161 KiB
-#:   level 4:       342 ms  1091 KiB
-#:   level 5:       550 ms  1083 KiB
-#:   level 6:  652-1020 ms  1069 KiB (Pillow's and zlib's default)
-#:   level 7:  868-1077 ms  1059 KiB
-#:   level 8: 1773-2236 ms  1042 KiB
-#:   level 9: 2654-3243 ms  1037 KiB
+#:   image                     level 0     level 1 (default)   level 6            level 9
+#:   astronaut 512x512 RGB     3 ms 769K   17 ms 433K          31 ms 434K         51 ms 433K
+#:   coffee 600x400 RGB        1 ms 704K   17 ms 446K          30 ms 442K         41 ms 441K
+#:   camera 512x512 grey       0 ms 257K    3 ms 145K           8 ms 142K         31 ms 141K
+#:   astronaut 2x nearest      11 ms 3073K  34 ms 668K          64 ms 650K        200 ms 634K
+#:   Pillow (zlib), same images: level 1 36/38/13/61 ms, 456/472/155/649K; level 6 113/104/41/253
+#:   ms, 415/439/139/578K.
 #:
-#: Level 6 is only 13 % smaller than level 1 at 3-7x the time; 9 is 15 % smaller at 10-20x.
-#: chelsea.png tiled to 1024x1024: level 1 118 ms / 853 KiB, level 6 407 ms / 768 KiB,
-#: level 9 607 ms / 763 KiB. imagecodecs.png_encode (used for 16-bit LA/RGB/RGBA) is similar.
+#: Level 1 is the knee: levels above it save 0-2% on photographs (5% on an enlargement) at
+#: 2-6x the time, and level 1 is already 5% smaller than Pillow's level 1 at under half its time.
+#: Pillow's level 6 is 2-13% smaller still (zlib's lazy matching) at 3-4x Pillow's level-1 time;
+#: ``--compress-level 9`` is there for who needs the bytes more than the time.
 DEFAULT_PNG_COMPRESS_LEVEL = 1
 
 #: JPEG/WebP quality when ``quality`` is not given.

@@ -30,16 +30,26 @@ def chunks(data: bytes):
         pos += 12 + length
 
 
-def naive_average_filter(rows: list[list[int]], bpp: int) -> list[list[int]]:
-    """PNG filter type 3 straight from the specification, one byte at a time."""
+def naive_filter(rows: list[list[int]], bpp: int) -> list[list[int]]:
+    """Scanlines straight from the PNG specification, one byte at a time.
+
+    Each row tries None, Sub, Up and Average and keeps the first with the smallest sum of
+    |residual| (residual bytes read as signed), the heuristic poolcli.png documents.
+    """
     out = []
     for r, row in enumerate(rows):
-        line = [3]
-        for i, x in enumerate(row):
-            left = row[i - bpp] if i >= bpp else 0
-            up = rows[r - 1][i] if r > 0 else 0
-            line.append((x - (left + up) // 2) % 256)
-        out.append(line)
+        candidates = []
+        for kind in range(4):
+            line = []
+            for i, x in enumerate(row):
+                left = row[i - bpp] if i >= bpp else 0
+                up = rows[r - 1][i] if r > 0 else 0
+                predictor = [0, left, up, (left + up) // 2][kind]
+                line.append((x - predictor) % 256)
+            score = sum(v if v < 128 else 256 - v for v in line)
+            candidates.append((score, kind, line))
+        score, kind, line = min(candidates, key=lambda c: (c[0], c[1]))
+        out.append([kind] + line)
     return out
 
 
@@ -85,8 +95,41 @@ def test_scanlines_match_the_spec(dtype, channels):
     bpp = channels * a.itemsize
     big = a.astype(">u2") if dtype == np.uint16 else a
     rows = [list(big[r].tobytes()) for r in range(a.shape[0])]
-    expected = naive_average_filter(rows, bpp)
+    expected = naive_filter(rows, bpp)
     assert list(raw) == [b for line in expected for b in line]
+
+
+@pytest.mark.parametrize("kind", ["ramp", "blocks", "sparse"])
+def test_each_filter_is_chosen_where_it_wins(kind):
+    """Structured rows make every filter type win somewhere; the bytes still match the spec."""
+    y, x = np.mgrid[0:12, 0:10]
+    if kind == "ramp":
+        a = np.stack([x * 20, y * 20, (x + y) * 9], -1).astype(np.uint8)
+    elif kind == "blocks":
+        a = (np.random.default_rng(1).integers(0, 256, (6, 5, 3))
+             .repeat(2, 0).repeat(2, 1).astype(np.uint8))
+    else:
+        a = np.zeros((12, 10, 3), np.uint8)
+        a[::3, ::4] = np.random.default_rng(2).integers(1, 256, a[::3, ::4].shape)
+    raw = zlib.decompress(b"".join(p for t, p, _ in chunks(encode_png(a, 1)) if t == b"IDAT"))
+    rows = [list(a[r].tobytes()) for r in range(a.shape[0])]
+    expected = naive_filter(rows, 3)
+    assert list(raw) == [b for line in expected for b in line]
+    assert np.array_equal(imagecodecs.png_decode(encode_png(a, 1)), a)
+
+
+def test_all_four_filters_occur_on_a_photo():
+    from poolcli.imageio import read_image
+
+    photo = read_image(SAMPLES / "chelsea.png").array
+    enlarged = photo.repeat(2, 0).repeat(2, 1)
+    types = set()
+    for img in (photo, enlarged, np.zeros_like(photo)):
+        raw = zlib.decompress(b"".join(p for t, p, _ in chunks(encode_png(img, 1))
+                                       if t == b"IDAT"))
+        stride = 1 + img.shape[1] * img.shape[2]
+        types |= set(raw[::stride])
+    assert types == {0, 1, 2, 3}
 
 
 def test_strips_join_without_seams(monkeypatch):
@@ -96,7 +139,7 @@ def test_strips_join_without_seams(monkeypatch):
     a = rng.integers(0, 256, (9, 4, 3), dtype=np.uint8)
     raw = zlib.decompress(b"".join(p for t, p, _ in chunks(encode_png(a, 1)) if t == b"IDAT"))
     rows = [list(a[r].tobytes()) for r in range(9)]
-    assert list(raw) == [b for line in naive_average_filter(rows, 3) for b in line]
+    assert list(raw) == [b for line in naive_filter(rows, 3) for b in line]
 
 
 def test_header_chunks_and_crcs(monkeypatch):
@@ -124,18 +167,16 @@ def test_level_zero_is_stored_and_unfiltered():
     assert len(idat) > len(raw)  # stored blocks: no compression at all
 
 
-def test_higher_level_is_not_larger_on_a_photo():
+def test_level_1_is_not_larger_than_pillows_level_1_on_a_photo():
     from PIL import Image as PILImage
 
     from poolcli.imageio import read_image
 
     photo = read_image(SAMPLES / "astronaut.png").array
-    sizes = [len(encode_png(photo, level)) for level in (1, 6, 9)]
-    assert sizes[0] >= sizes[1] >= sizes[2]
-    # and level 1 stays within a few percent of Pillow's level 1 (Pillow's adaptive filters)
+    size = len(encode_png(photo, 1))
     buf = io.BytesIO()
     PILImage.fromarray(photo).save(buf, format="PNG", compress_level=1)
-    assert sizes[0] <= 1.02 * len(buf.getvalue())
+    assert size <= len(buf.getvalue())  # measured: 443604 against 466k
 
 
 @pytest.mark.parametrize(
