@@ -146,6 +146,8 @@ def run_batch(session: Session, jobs, fn, args=(), *, workers=1, fail_fast=False
     futures = []
     try:
         if workers == 1:
+            if not session.quiet:  # (never with workers: a fork must not meet a half import)
+                _preload_report()
             results = (guarded(fn, job, args, session.verbose) for job in jobs)
         else:
             import multiprocessing
@@ -244,7 +246,7 @@ def common_output_options(f):
         click.option("--quality", type=click.IntRange(1, 100), default=None,
                      help="JPEG/WebP quality [default: 90]."),
         click.option("--compress-level", type=click.IntRange(0, 9), default=None,
-                     help="PNG/TIFF zlib level [default: 1, see README]."),
+                     help="PNG/TIFF deflate level, 0 = none [default: 1, see README]."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=None,
                      help="Refuse images with more pixels (decompression-bomb guard) "
                           "[default: 178956970]."),
@@ -385,6 +387,51 @@ def _stats(x, channels=None):
     return [s.as_dict() for s in channel_stats(x, channels)]
 
 
+class _Background:
+    """Run a side-effect-free ``fn()`` in a daemon thread; :meth:`result` joins and re-raises.
+
+    Used for what only the report needs (statistics, importing the table renderer) while the
+    main thread decodes or encodes: numpy, libpng and libdeflate release the GIL, so on two
+    cores the work overlaps. Anything that touches files stays in the main thread, so an
+    interrupt never leaves a file to a thread.
+    """
+
+    def __init__(self, fn):
+        import threading
+
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn):
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _stats_pair(x, values, channels, wanted=True):
+    """Statistics of input and output, computed beside the caller's writing (or None)."""
+    if not wanted:
+        return None
+    return _Background(lambda: (_stats(x, channels), _stats(values, channels)))
+
+
+def _preload_report() -> None:
+    """Import the table renderer (rich) in the background while the first image decodes."""
+    def load():
+        from poolcli.report import stats_table  # noqa: F401  (imports rich.table)
+        from rich.console import Console  # noqa: F401
+
+    _Background(load)
+
+
 def _read(path, max_pixels):
     from poolcli import imageio
 
@@ -510,6 +557,7 @@ def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
     want_indices = flags["save_indices"] or flags["indices_png"]
     result = op.run(x, run_params, want_indices)
     values = result.values
+    stats = _stats_pair(x, values, img.channels, opts.get("stats", True))
     notes = list(img.notes)
     notes.extend(f"{k}: {v}" for k, v in result.info.items())
     written = []  # side files, removed again if the main output cannot be written
@@ -545,10 +593,12 @@ def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
         "shape_out": list(values.shape),
         "dtype_in": str(x.dtype),
         "dtype_out": str(values.dtype),
-        "stats_in": _stats(x, img.channels) if opts.get("stats", True) else None,
-        "stats_out": _stats(values, img.channels) if opts.get("stats", True) else None,
+        "stats_in": None,
+        "stats_out": None,
         "notes": notes,
     }
+    if stats is not None:
+        record["stats_in"], record["stats_out"] = stats.result()
     record.update(result.info)
     if map_path:
         record["indices"] = map_path
