@@ -427,9 +427,12 @@ def _png_ihdr(data: bytes, source: str) -> tuple[int, int, int, int]:
 def _check_png_crcs(data: bytes, source: str) -> None:
     """Refuse a PNG whose chunks fail their CRC-32 (libpng does; Pillow skips image data).
 
-    Only complete chunks are checked (a cut file is reported by the decoder as truncated);
-    ``zlib.crc32`` runs over memoryviews, so nothing is copied.
+    Only complete chunks are checked (a cut file is reported by the decoder as truncated). The
+    CRCs are computed over memoryviews, so nothing is copied, by libdeflate's CRC-32: 0.8 ms for
+    10 MB where ``zlib.crc32`` took 6.6 ms.
     """
+    from imagecodecs import deflate_crc32
+
     view = memoryview(data)
     pos, end = 8, len(data)
     while pos + 12 <= end:
@@ -438,7 +441,7 @@ def _check_png_crcs(data: bytes, source: str) -> None:
         if stop > end:
             return
         stored = int.from_bytes(view[stop - 4 : stop], "big")
-        if zlib.crc32(view[pos + 4 : stop - 4]) != stored:
+        if deflate_crc32(view[pos + 4 : stop - 4]) != stored:
             name = bytes(view[pos + 4 : pos + 8]).decode("latin-1")
             shown = name if name.isalpha() else repr(name)
             raise ImageReadError(
@@ -933,8 +936,8 @@ def write_image(
     What each format stores (anything else raises ``ValueError`` before a file is touched):
 
     - PNG: ``uint8`` or ``uint16``, 1 (L / I;16), 2 (LA), 3 (RGB) or 4 (RGBA) channels, written
-      by :func:`poolcli.png.encode_png` (Average-filtered rows, libdeflate): 4-5x faster than
-      Pillow's zlib encoder at level 1 and a few percent smaller, 16-bit colour included.
+      by :func:`poolcli.png.encode_png` (rows filtered by numpy, libdeflate): 2-4x faster than
+      Pillow's zlib encoder at level 1 and 3-7% smaller on photographs, 16-bit colour included.
     - JPEG: ``uint8``, 1 or 3 channels (no alpha: ``ImageWriteError``); lossy, ``quality``;
       no chroma subsampling (4:4:4).
     - WebP: ``uint8``, 1, 3 or 4 channels; lossy, ``quality``; grey is stored as RGB.
