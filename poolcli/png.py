@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["encode_png", "COLOUR_TYPES"]
+__all__ = ["COLOUR_TYPES", "encode_png", "write_png"]
 
 #: PNG colour type by channel count: grey, grey + alpha, RGB, RGBA.
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
@@ -39,10 +40,21 @@ _STRIP_BYTES = 1 << 18  # rows filtered at a time: 256 KiB measured fastest (64 
 
 
 def encode_png(array: np.ndarray, level: int = 1) -> bytes:
-    """Return the bytes of a PNG file holding ``array``.
+    """Return the bytes of a PNG file holding ``array`` (see :func:`write_png`)."""
+    import io
+
+    buffer = io.BytesIO()
+    write_png(buffer, array, level)
+    return buffer.getvalue()
+
+
+def write_png(fh: BinaryIO, array: np.ndarray, level: int = 1) -> None:
+    """Write a PNG file holding ``array`` to the binary file ``fh``.
 
     Parameters
     ----------
+    fh : binary file
+        Written chunk by chunk, so the compressed data is never copied into one more buffer.
     array : ndarray, shape (H, W, C)
         ``uint8`` or ``uint16`` with 1-4 channels, H and W at least 1.
     level : int
@@ -62,19 +74,21 @@ def encode_png(array: np.ndarray, level: int = 1) -> bytes:
     stream = imagecodecs.deflate_encode(raw, level=level)  # zlib-wrapped DEFLATE
     del raw
     ihdr = struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0)
-    parts = [_SIGNATURE, _chunk(b"IHDR", ihdr)]
+    fh.write(_SIGNATURE)
+    _write_chunk(fh, b"IHDR", ihdr)
     view = memoryview(stream)
     for start in range(0, len(view), _IDAT_BYTES):
-        parts.append(_chunk(b"IDAT", view[start : start + _IDAT_BYTES]))
-    parts.append(_chunk(b"IEND", b""))
-    return b"".join(parts)
+        _write_chunk(fh, b"IDAT", view[start : start + _IDAT_BYTES])
+    _write_chunk(fh, b"IEND", b"")
 
 
-def _chunk(ctype: bytes, payload) -> bytes:
+def _write_chunk(fh: BinaryIO, ctype: bytes, payload) -> None:
     from imagecodecs import deflate_crc32  # libdeflate's: 8x zlib.crc32
 
     crc = deflate_crc32(payload, zlib.crc32(ctype))
-    return b"".join((struct.pack(">I", len(payload)), ctype, payload, struct.pack(">I", crc)))
+    fh.write(struct.pack(">I", len(payload)) + ctype)
+    fh.write(payload)
+    fh.write(struct.pack(">I", crc))
 
 
 def _filtered_rows(array: np.ndarray, *, filtered: bool) -> np.ndarray:
