@@ -784,13 +784,15 @@ def write_normalized(values, out_path, *, channels, opts, notes):
     return display
 
 
-def _norm_record(img, out_path, op, params, values, notes, display):
+def _norm_record(img, out_path, op, params, values, notes, display, stats=None):
+    stats_in, stats_out = (stats.result() if stats is not None else
+                           (_stats(img.array, img.channels), _stats(values, img.channels)))
     return {
         "input": img.source, "output": out_path, "op": op,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
         "shape_in": list(img.array.shape), "shape_out": list(values.shape),
         "dtype_in": str(img.array.dtype), "dtype_out": str(values.dtype),
-        "stats_in": _stats(img.array, img.channels), "stats_out": _stats(values, img.channels),
+        "stats_in": stats_in, "stats_out": stats_out,
         "display": display, "notes": notes,
     }
 
@@ -800,9 +802,10 @@ def norm_one(job, op, params, opts, max_pixels) -> dict:
     p = _affine_arrays(params, img.array.shape[-1])
     values = op.run(img.array, p, False).values
     notes = list(img.notes)
+    stats = _stats_pair(img.array, values, img.channels)
     display = write_normalized(values, job.output, channels=img.channels, opts=opts, notes=notes)
     _maybe_preview(values, opts.get("preview"), False, None, img.channels)
-    return _norm_record(img, job.output, op.name, params, values, notes, display)
+    return _norm_record(img, job.output, op.name, params, values, notes, display, stats)
 
 
 def _read_batch(session, jobs, max_pixels):
