@@ -41,7 +41,12 @@ Adaptive windows (``[floor(i*n/out), ceil((i+1)*n/out))``, see :func:`adaptive_r
 :func:`adaptive_select`) reuse the fixed-window engine when they are uniform and short; long ones
 are reduced one slab of rows / one fold of columns at a time and short irregular ones through
 sliding sums of every window length in use, so the cost stays about one pass over the input
-whatever the output size (7x7 from 4096x4096 reads each input row once).
+whatever the output size (7x7 from 4096x4096 reads each input row once). Irregular windows
+repeat with a short period (4096 -> 1280: every 5 windows, 16 cells), so each residue class of
+windows is a fixed-stride set reached by basic slicing: rows are combined one class at a time
+(no gather of rows) and the sliding sums are picked per class with one strided copy each,
+writing planar output rows; results are the same bits as the general passes (see
+:func:`_signed_zero_rows` for the one subtlety, the sign of zero sums).
 
 Throughput notes (numpy 2.x, one thread): the work is done on strips of a few MiB, large enough
 that numpy's per-call overhead (~1-3 us) stays small and small enough for L3; ``np.isnan`` with a
@@ -51,6 +56,8 @@ over the 3 channels of a pixel.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -693,6 +700,12 @@ _SLAB_ROWS = 3
 _FOLD_WINDOWS = 64
 # Uniform adaptive windows up to this size are pooled like fixed windows (one call per tap).
 _FIXED_MAX = 32
+# Periodic adaptive windows (see _Windows.period) are pooled one residue class at a time, with
+# one call per class and tap, when there are at most this many classes of windows this short,
+# each holding at least this many windows.
+_PERIOD_MAX = 32
+_PERIOD_LMAX = 32
+_PERIOD_MIN_REPEATS = 4
 
 
 class _Windows:
@@ -710,6 +723,25 @@ class _Windows:
         if (n % self.out == 0 and k <= _FIXED_MAX and (lengths == k).all()
                 and (self.starts == np.arange(self.out) * k).all()):
             self.fixed = Axis(n, k, k, 0, 1, self.out)
+        # Period of the windows: with g = gcd(n, out), window i + q (q = out / g) is window i
+        # moved by p = n / g cells, so each residue class i % q is a set of equal windows at a
+        # fixed stride p, reachable by basic slicing (4096 -> 1280: q = 5, p = 16).
+        self.period = None
+        g = math.gcd(n, self.out)
+        q, p = self.out // g, n // g
+        if (self.fixed is None and self.lmax <= _PERIOD_LMAX and q <= _PERIOD_MAX
+                and self.out >= _PERIOD_MIN_REPEATS * q
+                and (self.starts[q:] == self.starts[:-q] + p).all()
+                and (self.ends[q:] == self.ends[:-q] + p).all()):
+            self.period = (q, p)
+
+    def classes(self, lo: int, hi: int):
+        """For windows ``[lo, hi)`` with a period: ``(a, count, start, length)`` of each residue
+        class, ``a`` its first window; the class is windows ``a, a + q, ...`` (``count`` of
+        them) starting at ``start, start + p, ...``."""
+        q, _ = self.period
+        for a in range(lo, min(hi, lo + q)):
+            yield a, len(range(a, hi, q)), int(self.starts[a]), int(self.ends[a] - self.starts[a])
 
     def tap(self, t: int, lo: int, hi: int, invalid=None):
         """Position of tap ``t`` of windows ``[lo, hi)``; past a window's end it repeats its last
@@ -745,11 +777,66 @@ def _slab_dtype(dtype, acc):
     return acc, 1 << 62
 
 
-def _height_windows(kind, img, win: _Windows, i0, i1, st, tmp_row):
+def _height_by_class(kind, dtype, acc, win: _Windows) -> bool:
+    """Whether :func:`_height_classes` gives the same result as the general row passes: always
+    for max/min and exact integer sums; for other sums when the general pass also adds the
+    rows one after the other in ``acc`` (it sums float32 slabs in float32 when ``acc`` is wider)."""
+    if win.period is None:
+        return False
+    if kind != "sum" or win.lmax <= _SLAB_ROWS or (dtype.kind in "iu" and acc.kind in "iu"):
+        return True
+    inner, block = _slab_dtype(dtype, acc)
+    return inner == acc and block >= win.lmax
+
+
+def _height_classes(kind, img, win: _Windows, i0, i1, st, cast_buf):
+    """Periodic row windows ``[i0, i1)`` of ``img`` into ``st``, one residue class at a time:
+    ``st[a - i0 :: q] = op(rows start + t :: p)`` over the taps ``t`` (whole rows, basic slices,
+    rows added one after the other as in the general pass). Input of another type than ``st`` is
+    first converted into ``cast_buf`` with one contiguous casting copy: same-type ufuncs are much
+    faster than mixed-type ones, which numpy runs through small cast buffers."""
+    ufunc = _UFUNCS[kind]
+    _, p = win.period
+    r0, r1 = int(win.starts[i0]), int(win.ends[i0:i1].max())
+    src = img[r0:r1]
+    if src.dtype != st.dtype:
+        src = cast_buf[: r1 - r0]
+        np.copyto(src, img[r0:r1], casting="unsafe")
+    for a, count, start, length in win.classes(i0, i1):
+        dst = st[a - i0 :: win.period[0]]
+        tap = lambda t: src[start - r0 + t :: p][:count]  # noqa: E731
+        if length == 1:
+            np.copyto(dst, tap(0))
+            continue
+        ufunc(tap(0), tap(1), out=dst)
+        for t in range(2, length):
+            ufunc(dst, tap(t), out=dst)
+
+
+def _signed_zero_rows(kind, dtype, acc, win: _Windows):
+    """Rows whose float sums the general row pass never leaves at -0.0, or None.
+
+    :func:`_height_classes` adds the rows of a window one after the other, so all -0.0 rows give
+    -0.0; the general pass starts long windows from +0.0 (``ufunc.reduce``) and adds +0.0 for
+    the missing taps of shorter windows, giving +0.0. The two differ only there, and only in the
+    sign of zero, so adding +0.0 to the finished output rows (a cheap pass over the small
+    output) makes them identical; cheaper than starting every window from zero.
+    """
+    if kind != "sum" or acc.kind != "f" or not _height_by_class(kind, dtype, acc, win):
+        return None
+    lengths = win.ends - win.starts
+    rows = (lengths > _SLAB_ROWS) | (lengths < win.lmax)
+    return rows if rows.any() else None
+
+
+def _height_windows(kind, img, win: _Windows, i0, i1, st, tmp_row, cast_buf=None):
     """Reduce the adaptive row windows ``[i0, i1)`` of ``img`` (H, W, C) into ``st`` (r, W, C)."""
     ufunc = _UFUNCS[kind]
     if win.fixed is not None:
         _apply_taps(kind, st, lambda a, z, step: img[a:z:step], win.fixed, i0, i1, 0)
+        return
+    if _height_by_class(kind, img.dtype, st.dtype, win):
+        _height_classes(kind, img, win, i0, i1, st, cast_buf)
         return
     if win.lmax > _SLAB_ROWS:
         inner, block = _slab_dtype(img.dtype, st.dtype) if kind == "sum" else (st.dtype, 1 << 62)
@@ -806,7 +893,9 @@ def _width_windows(kind, st, win: _Windows, dst, bufs):
 
     A few windows (any length): fold each one. Many windows: sliding reductions of every length
     in use, ``S_L[q] = op(st[q .. q+L-1])`` for all ``q`` (one contiguous shifted ufunc per
-    length), then a single ``take`` of ``S_len(j)[start(j)]`` (``dst`` must be contiguous).
+    length), then ``S_len(j)[start(j)]`` is picked by one strided copy per residue class for
+    periodic windows into a planar ``dst``, else by a single ``take`` (``dst`` contiguous, of
+    ``st``'s dtype).
     """
     ufunc = _UFUNCS[kind]
     r, w, c = st.shape
@@ -829,8 +918,19 @@ def _width_windows(kind, st, win: _Windows, dst, bufs):
         prev = cur
     if lmin == 1:
         np.copyto(levels[:, : w * c], flat)
+    levels3 = levels.reshape(r, -1, c)
+    if win.period is not None and (c == 1 or dst.strides[1] < dst.strides[2]):
+        # Planar destination: one strided copy per residue class, writing along the width
+        # (about half the time of the take below, which copies one 2-4 element pixel at a time).
+        q, p = win.period
+        dstP = dst.transpose(0, 2, 1)
+        for a, count, start, length in win.classes(0, win.out):
+            pos = (length - lmin) * w + start
+            np.copyto(dstP[:, :, a::q],
+                      levels3[:, pos : pos + (count - 1) * p + 1 : p].transpose(0, 2, 1))
+        return
     pos = (lengths - lmin) * w + win.starts
-    np.take(levels.reshape(r, -1, c), pos, axis=1, out=dst)
+    np.take(levels3, pos, axis=1, out=dst)
 
 
 def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_dtype=None):
@@ -856,12 +956,22 @@ def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_d
     if ww.fixed is not None:
         width = _WidthPass(ww.fixed, c, acc)
         planar = width.planar
-    else:
-        width, planar = None, False
+    else:  # periodic windows are gathered by class, writing planar rows (see _width_windows)
+        width, planar = None, ww.period is not None and ww.out > _FOLD_WINDOWS and c > 1
+    # As in _reduce: when out_dtype holds every sum exactly, the width pass writes (converting)
+    # straight into the output and post works in place; not with np.take, which cannot convert.
+    direct = post is not None and _holds(out_dtype, acc) and (
+        out_dtype == acc or width is not None or ow <= _FOLD_WINDOWS or ww.period is not None)
     buf = np.empty((n, oh, c, ow) if planar else (n, oh, ow, c), out_dtype)
     out = buf.transpose(0, 1, 3, 2) if planar else buf
-    rows = _strip_rows(oh, w * c * acc.itemsize * 3)
+    by_class = _height_by_class(kind, x4.dtype, acc, wh) and x4.dtype != acc
+    per_row = w * c * acc.itemsize * (3 + (-(-h // oh) if by_class else 0))
+    rows = _strip_rows(oh, per_row)
     st = np.empty((rows, w, c), acc)
+    cast_buf = None  # input rows of a strip converted to acc, for periodic row windows
+    if by_class:
+        span = max(int(wh.ends[i : i + rows].max() - wh.starts[i]) for i in range(0, oh, rows))
+        cast_buf = np.empty((span, w, c), acc)
     tmp_row = np.empty(w * c * 8, np.uint8)
     bufs = {}
     if width is None and ow <= _FOLD_WINDOWS:
@@ -871,22 +981,31 @@ def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_d
         bufs["levels"] = np.empty((rows, n_levels * w * c), acc)
         bufs["scratch"] = np.empty((rows, w * c), acc)
     mbuf = np.empty((rows, width.span * c), acc) if width is not None and width.shift else None
-    if post is not None:
+    if post is not None and not direct:
         sums = np.empty((rows, c, ow) if planar else (rows, ow, c), acc)
         sums = sums.transpose(0, 2, 1) if planar else sums
+    zero_rows = _signed_zero_rows(kind, x4.dtype, acc, wh)
+    if zero_rows is not None and out.dtype.kind != "f":
+        zero_rows = None
     for b in range(n):
         img = x4[b]
         for i0 in range(0, oh, rows):
             i1 = min(oh, i0 + rows)
             s = st[: i1 - i0]
-            _height_windows(kind, img, wh, i0, i1, s, tmp_row)
-            dst = out[b, i0:i1] if post is None else sums[: i1 - i0]
+            _height_windows(kind, img, wh, i0, i1, s, tmp_row, cast_buf)
+            dst = out[b, i0:i1] if post is None or direct else sums[: i1 - i0]
             if width is not None:
                 width.run(kind, s, dst, mbuf)
             else:
                 _width_windows(kind, s, ww, dst, bufs)
             if post is not None:
                 post(dst, out[b, i0:i1], i0, i1)
+            if zero_rows is not None:
+                o, z = out[b, i0:i1], zero_rows[i0:i1]
+                if z.all():
+                    np.add(o, out.dtype.type(0), out=o)
+                elif z.any():
+                    o[z] += out.dtype.type(0)
     return out
 
 
