@@ -1,4 +1,4 @@
-from poolcli.cli import main
+from poolcli.cli import entry
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

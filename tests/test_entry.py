@@ -1,0 +1,80 @@
+"""The console entry point: exit statuses and output survive the skipped interpreter teardown."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+POOLCLI = [sys.executable, "-m", "poolcli"]
+
+
+def run(*args, **kw):
+    return subprocess.run(POOLCLI + list(args), capture_output=True, text=True, **kw)
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(path)
+    return path
+
+
+def test_success_writes_everything_and_exits_0(png, tmp_path):
+    out = tmp_path / "out.png"
+    p = run("pool", "--op", "max", "-k", "2", str(png), "-o", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert lines[0]["shape_out"] == [2, 2, 3] and "summary" in lines[-1]
+    assert np.array_equal(np.asarray(Image.open(out)),
+                          np.arange(48, dtype=np.uint8).reshape(4, 4, 3)[1::2, 1::2])
+
+
+def test_failed_input_exits_1_with_its_message(tmp_path):
+    p = run("stats", str(tmp_path / "missing.png"))
+    assert p.returncode == 1
+    assert "missing.png" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_usage_error_exits_2():
+    p = run("pool", "-k", "0", "x.png")
+    assert p.returncode == 2 and "kernel" in p.stderr.lower()
+
+
+def test_help_and_version_exit_0():
+    assert run("--help").returncode == 0
+    p = run("--version")
+    assert p.returncode == 0 and "poolcli" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """200 tiny images: their JSON lines are more than a pipe buffer (64 KiB)."""
+    d = tmp_path_factory.mktemp("many")
+    paths = []
+    for i in range(200):
+        path = d / f"img{i:03d}.png"
+        Image.fromarray(np.full((3, 3, 3), i, np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_large_output_is_flushed_before_exit(many):
+    p = run("stats", *many, "--json")
+    assert p.returncode == 0
+    assert len(p.stdout) > 65536
+    records = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(records) == 201 and records[-1]["summary"]["ok"] == 200
+    assert [r["input"] for r in records[:-1]] == many
+
+
+def test_reader_closing_the_pipe_gives_no_traceback(many):
+    p = subprocess.Popen(POOLCLI + ["stats", *many, "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.read(100)
+    p.stdout.close()  # poolcli still has more than a pipe buffer to write
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err
