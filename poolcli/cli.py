@@ -576,8 +576,6 @@ def pool(inputs, op_name, save_indices, indices_png, preview, **kw):
 
 def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
     """Read, pool, write (and save indices) for one job; returns the report record."""
-    from poolcli import indexmap
-
     img = _read(job.source, max_pixels)
     x = img.array
     run_params = dict(params)
@@ -592,6 +590,8 @@ def pool_one(job, op, params, flags, opts, max_pixels) -> dict:
     written = []  # side files, removed again if the main output cannot be written
     try:
         if flags["save_indices"]:
+            from poolcli import indexmap
+
             map_path = indexmap.map_path_for(job.output)
             meta = indexmap.build_meta(operator=op.name, params=params, input_shape=x.shape,
                                        input_dtype=x.dtype, output_shape=values.shape,

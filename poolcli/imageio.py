@@ -1012,10 +1012,18 @@ def _as_hwc(array: np.ndarray) -> np.ndarray:
         raise ValueError(f"image array must be (H, W) or (H, W, C), got shape {array.shape}")
     if 0 in array.shape:
         raise ValueError(f"image array is empty (shape {array.shape})")
+    return array  # any strides: the PNG writer copies strips itself, others use _contiguous
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` with C-order strides, copied only if needed (Pillow and tifffile want that).
+
+    numpy calls an array with length-1 axes contiguous whatever their strides (a (1, 1, 3)
+    global pooling result can keep strides (6, 2, 2)), so the strides are checked too.
+    """
     array = np.ascontiguousarray(array)
-    # numpy calls an array with length-1 axes contiguous whatever their strides (a (1, 1, 3)
-    # global pooling result can keep strides (6, 2, 2)); libpng's encoder checks the strides.
-    canonical = tuple(int(np.prod(array.shape[i + 1 :])) * array.itemsize for i in range(3))
+    canonical = tuple(int(np.prod(array.shape[i + 1 :])) * array.itemsize
+                      for i in range(array.ndim))
     return array if array.strides == canonical else array.copy()
 
 
@@ -1074,12 +1082,15 @@ def _encode(
     count = hwc.shape[2]
     if fmt == "NPY":
         np.save(fh, original, allow_pickle=False)
-    elif fmt == "TIFF":
-        _encode_tiff(fh, hwc, names, level)
-    elif fmt == "PNG":
+        return
+    if fmt == "PNG":
         from poolcli.png import write_png
 
-        write_png(fh, hwc, level)
+        write_png(fh, hwc, level)  # reads any strides, a strip at a time
+        return
+    hwc = _contiguous(hwc)
+    if fmt == "TIFF":
+        _encode_tiff(fh, hwc, names, level)
     else:
         im = _pil().fromarray(hwc[:, :, 0] if count == 1 else hwc)
         if fmt == "JPEG":

@@ -92,39 +92,47 @@ def _write_chunk(fh: BinaryIO, ctype: bytes, payload) -> None:
 
 
 def _filtered_rows(array: np.ndarray, *, filtered: bool) -> np.ndarray:
-    """The ``(H, 1 + W * bytes_per_pixel)`` uint8 scanlines, each led by its filter-type byte."""
+    """The ``(H, 1 + W * bytes_per_pixel)`` uint8 scanlines, each led by its filter-type byte.
+
+    ``array`` may have any strides (pooling results are often views of a planar buffer): each
+    strip of rows is copied into a small contiguous, big-endian buffer on its own, which is
+    cheaper than copying the whole image first.
+    """
     height, width, channels = array.shape
     bpp = channels * array.itemsize  # bytes per pixel
-    if array.itemsize == 2:
-        big = array.astype(">u2", copy=False)
-        rows = np.ascontiguousarray(big).view(np.uint8).reshape(height, width * bpp)
-    else:
-        rows = np.ascontiguousarray(array).reshape(height, width * bpp)
-    out = np.empty((height, 1 + width * bpp), np.uint8)
-    if not filtered:
-        out[:, 0] = 0
-        out[:, 1:] = rows
-        return out
-    step = max(1, _STRIP_BYTES // (width * bpp))
+    line = width * bpp
+    dtype = np.dtype(">u2") if array.itemsize == 2 else np.dtype(np.uint8)
+    out = np.empty((height, 1 + line), np.uint8)
+    out[:, 0] = 0
+    step = max(1, _STRIP_BYTES // line)
+    strip = np.empty((step + 1, width, channels), dtype)  # row 0: the row above the strip
+    rows = strip.view(np.uint8).reshape(step + 1, line)
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
-        _filter_strip(rows, r0, r1, bpp, out[r0:r1])
+        if r0 > 0:
+            rows[0] = rows[step]  # the previous strip's last row (strips are full until the end)
+        else:
+            rows[0] = 0
+        np.copyto(strip[1 : 1 + r1 - r0], array[r0:r1])
+        if filtered:
+            _filter_strip(rows[: 1 + r1 - r0], bpp, out[r0:r1])
+        else:
+            out[r0:r1, 1:] = rows[1 : 1 + r1 - r0]
     return out
 
 
-def _filter_strip(rows: np.ndarray, r0: int, r1: int, bpp: int, dest: np.ndarray) -> None:
-    """Filter rows ``r0:r1`` into ``dest`` (type byte + residuals), choosing per row.
+def _filter_strip(rows: np.ndarray, bpp: int, dest: np.ndarray) -> None:
+    """Filter ``rows[1:]`` into ``dest`` (type byte + residuals), choosing per row; ``rows[0]``
+    is the row above the first (zeros above the image).
 
     The residuals follow the PNG specification, modulo 256: None ``x``, Sub ``x - left``, Up
     ``x - up``, Average ``x - (left + up) // 2``, where ``left`` is the byte one pixel back and
     ``up`` the byte in the row above (0 outside the image). ``(a & b) + ((a ^ b) >> 1)`` is
     ``(a + b) // 2`` without leaving uint8.
     """
-    x = rows[r0:r1]
-    count = r1 - r0
-    up = np.empty_like(x)
-    up[1:] = x[:-1]
-    up[0] = rows[r0 - 1] if r0 > 0 else 0
+    x = rows[1:]
+    up = rows[:-1]
+    count = x.shape[0]
     cand = np.empty((4, *x.shape), np.uint8)
     cand[0] = x
     cand[1, :, :bpp] = x[:, :bpp]

@@ -196,3 +196,18 @@ def test_refuses_what_png_cannot_hold(array, message):
 def test_refuses_bad_level():
     with pytest.raises(ValueError, match="0-9"):
         encode_png(np.zeros((2, 2, 3), np.uint8), 10)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_any_strides_are_written_like_a_contiguous_copy(dtype, monkeypatch):
+    """Views (planar buffers seen channels-last, flipped, strided) give the same file."""
+    monkeypatch.setattr(png, "_STRIP_BYTES", 64)  # several strips
+    rng = np.random.default_rng(5)
+    planar = rng.integers(0, np.iinfo(dtype).max + 1, (3, 13, 11), dtype=dtype)
+    views = [planar.transpose(1, 2, 0), planar.transpose(1, 2, 0)[::-1, ::2],
+             planar[:1].transpose(1, 2, 0), planar.transpose(2, 1, 0)[:, :, :2]]
+    for view in views:
+        assert not view.flags.c_contiguous or view.shape[2] == 1  # (odd strides, flagged C)
+        assert encode_png(view, 1) == encode_png(np.ascontiguousarray(view), 1)
+        assert np.array_equal(imagecodecs.png_decode(encode_png(view, 1)).reshape(view.shape),
+                              view)
