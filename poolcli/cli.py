@@ -113,6 +113,32 @@ def guarded(fn, job, args, verbose=False):
         return "error", message
 
 
+def _reuse_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed memory for the next image instead of unmapping it.
+
+    Every image allocates a few MiB (file bytes, pixels, result, PNG buffers). By default glibc
+    maps blocks over 128 KiB fresh and trims the heap top on free, so each image faulted in and
+    zeroed ~2.4 MiB of new pages: on 200 RGB images of 512x512, 128k page faults and 0.6 s of
+    kernel time. Kept (blocks up to 32 MiB from the heap, up to 256 MiB of it retained): 6k
+    faults and 0.2 s; over 7 interleaved rounds ``-j 1`` went 3615 -> 3301 ms (9%) and ``-j 2``
+    2091 -> 2007 ms (4%). Blocks over 32 MiB (large images) are still mapped and returned at
+    once, so peak memory on big images is unchanged; only batches of two or more images use it.
+    Called before workers fork, so they inherit it; a no-op where there is no glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt  # this process's own C library
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
+    mallopt(m_top_pad, 16 << 20)
+
+
 def _worker_init():
     """Workers: SIGTERM unwinds like Ctrl-C, so temporary files are removed."""
     import signal
@@ -139,6 +165,8 @@ def run_batch(session: Session, jobs, fn, args=(), *, workers=1, fail_fast=False
     if any(j.source == STDIN for j in jobs):
         workers = 1  # stdin can be read once, by this process
     workers = max(1, min(workers, len(jobs)))
+    if len(jobs) > 1:
+        _reuse_freed_memory()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     progress = _progress(session, len(jobs))
     done = 0
