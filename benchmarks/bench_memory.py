@@ -18,10 +18,11 @@ without a bound: its float32 result alone is 4x a uint8 input.
 Measured on the development machine (8192 x 8192, 192 MiB decoded, baseline 27 MiB), peak RSS
 above the baseline / decoded size:
 
-    command                      before   after
-    pool --op max -k 2 (PNG)     4.32x    1.83-1.91x
-    pool --op avg -k 2 (PNG)     8.07x    2.66x
-    stats                        4.17x    1.82x
+    command                      before   after    with the libdeflate PNG writer (stop 11)
+    pool --op max -k 2 (PNG)     4.32x    1.83-1.91x   1.88x
+    pool --op avg -k 2 (PNG)     8.07x    2.66x        2.86x (filtered rows + compressed stream
+                                                             are held at once: 0.5x a uint8 result)
+    stats                        4.17x    1.82x        1.82x
     pool --op max -k 2 (.npy)    4.32x    1.83x
     norm (instance, to PNG)     46.07x    7.42x  (float32 result alone: 4x)
 """
