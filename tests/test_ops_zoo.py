@@ -553,3 +553,47 @@ def test_windowed_ops_match_torch_formulas(seed):
         t, k, s, p, ceil_mode, count_include_pad=False)
     np.testing.assert_allclose(mixed_pool2d(x, k, s, p, ceil_mode, 0.3), _nhwc(mixed),
                                rtol=1e-12, atol=1e-12)
+
+
+def ref_geometric(x, k, s, ceil_mode, eps):
+    return naive_windows(x, k, s, 0, ceil_mode,
+                         lambda a: math.exp(np.mean(np.log(np.maximum(a, eps)))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [1e-300, 1e-45, 1e-30, 1e-9])
+def test_gem_small_p_is_the_geometric_mean(dtype, p):
+    """p -> 0 is the geometric mean; float32 r ** p rounds to 1 there (which gave the max)."""
+    x = (np.random.default_rng(11).random((7, 6, 2)) + 0.05).astype(dtype)
+    got = gem_pool2d(x, 3, 2, ceil_mode=True, p=p)
+    want = ref_geometric(x, 3, 2, True, 1e-6)
+    # GeM differs from its p -> 0 limit by O(p) (relative)
+    np.testing.assert_allclose(got, want, rtol=2e-6 if dtype == np.float32 else max(1e-12, 10 * p))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [1e-4, 0.3, 7.5, 1e3])
+def test_gem_general_p_matches_float64_naive(dtype, p):
+    x = (np.random.default_rng(12).random((9, 8, 3)) + 0.05).astype(dtype)
+    got = gem_pool2d(x, 3, 2, p=p)
+    m = naive_windows(x, 3, 2, 0, False, np.max)
+    # the plain formula in float64, shifted by the window max so 1e3 does not overflow
+    want = naive_windows(x, 3, 2, 0, False,
+                         lambda a: a.max() * np.mean((a / a.max()) ** p) ** (1 / p))
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-10)
+    assert (got <= m * (1 + 1e-6)).all()
+
+
+@pytest.mark.parametrize("p", [1e39, 1e300])
+def test_gem_huge_p_is_the_max_and_warns_nothing(p):
+    import warnings
+
+    x = np.random.default_rng(13).random((6, 6, 3)).astype(np.float32)
+    x[0, 0, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gem_pool2d(x, 2, p=p)
+        small = gem_pool2d(x, 2, p=1e-300)
+    want = max_pool2d(np.maximum(x, np.float32(1e-6)), 2)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[0, 0, 1]) and np.isnan(small[0, 0, 1])

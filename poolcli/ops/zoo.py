@@ -246,8 +246,12 @@ def gem_pool2d(x, kernel_size, stride=None, ceil_mode=False, p=3.0, eps=1e-6):
     -----
     Computed as ``M * mean((x / M) ** p) ** (1/p)`` with ``M`` the window maximum, so
     ``x ** p`` never overflows (e.g. 1000 ** 20 in float32) and a window far below the rest of
-    the image does not underflow to zero. A window whose maximum is 0 (``eps=0``) gives 0;
-    one holding ``+inf`` gives ``+inf``; NaN propagates.
+    the image does not underflow to zero. For p < 1 the mean is taken of
+    ``expm1(p * log(x / M))`` and undone with ``log1p``: for small p, ``(x / M) ** p`` rounds to
+    1 in float32 and the plain formula tends to the max, while this one tends to the geometric
+    mean, the true limit as p -> 0 (taken exactly for p below the dtype's smallest normal
+    number; p above its largest gives the max). A window whose maximum is 0 (``eps=0``) gives 0; one
+    holding ``+inf`` gives ``+inf``; NaN propagates.
 
     Examples
     --------
@@ -263,21 +267,47 @@ def gem_pool2d(x, kernel_size, stride=None, ceil_mode=False, p=3.0, eps=1e-6):
     x4, restore, ah, aw, x3 = _prepare(x, kernel_size, stride, ceil_mode)
     np.maximum(x3, x3.dtype.type(ev), out=x3)  # clamp; NaN stays NaN
     m3 = _window_max(x3, ah, aw)
+    finfo = np.finfo(x3.dtype)
+    # p -> 0 is the geometric mean and p -> inf the max: p beyond the working dtype's normal
+    # range takes the limit itself (there p * log(r) would round to 0 or overflow).
+    # Below p = 1, r ** p crowds towards 1 and loses the digits the final ** (1/p) magnifies
+    # (float32 gives the max for p ~ 1e-8), so small p works with log(r) (about 2x the time).
+    mode = ("max" if pv > float(finfo.max) else "geometric" if pv < float(finfo.tiny) else
+            "mean" if pv == 1.0 else "square" if pv == 2.0 else "power" if pv > 1.0 else
+            "small")
+    if mode == "max":
+        return restore(_unplanar(m3, x4.shape[0], x4.shape[3]))
     pw = x3.dtype.type(pv)
 
     def step(xt, mt, accs):
         r = xt / mt  # in [0, 1]
-        if pv == 2.0:
+        if mode == "square":
             np.square(r, out=r)
-        elif pv != 1.0:
+        elif mode == "geometric":
+            np.log(r, out=r)
+        elif mode == "power":
             np.power(r, pw, out=r)
+        elif mode == "small":  # expm1(p * log r) = r ** p - 1, exact where r ** p rounds to 1
+            np.log(r, out=r)
+            np.multiply(r, pw, out=r)
+            np.expm1(r, out=r)
         accs[0] += r
 
-    with np.errstate(invalid="ignore", divide="ignore"):  # M = 0 or inf, fixed below
+    # M = 0 or inf is fixed below; log1p(..) / p may overflow to -inf for p near the dtype's
+    # tiny, and exp(-inf) = 0 is then the right value
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         (sums,) = _tap_sums(x3, m3, ah, aw, 1, step)
         out = np.divide(sums, _counts(ah, aw, x3.dtype), out=sums)
-        if pv != 1.0:
+        if mode == "square":
+            np.sqrt(out, out=out)
+        elif mode == "geometric":
+            np.exp(out, out=out)
+        elif mode == "power":
             np.power(out, x3.dtype.type(1.0 / pv), out=out)
+        elif mode == "small":  # mean(r ** p) ** (1/p) = exp(log1p(mean(r ** p - 1)) / p)
+            np.log1p(out, out=out)
+            np.divide(out, pw, out=out)
+            np.exp(out, out=out)
         out *= m3
     np.copyto(out, m3, where=(m3 == 0) | np.isinf(m3))
     return restore(_unplanar(out, x4.shape[0], x4.shape[3]))
