@@ -597,3 +597,38 @@ def test_gem_huge_p_is_the_max_and_warns_nothing(p):
     want = max_pool2d(np.maximum(x, np.float32(1e-6)), 2)
     np.testing.assert_array_equal(got, want)
     assert np.isnan(got[0, 0, 1]) and np.isnan(small[0, 0, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("r", [1e-300, 1e-40, 1e-12])
+def test_lse_small_r_is_the_mean(dtype, r):
+    """r -> 0 is the window mean; exp(r * d) rounding to 1 used to give the max instead."""
+    x = np.random.default_rng(14).random((7, 6, 2)).astype(dtype) * 10 - 5
+    got = lse_pool2d(x, 3, 2, ceil_mode=True, r=r)
+    want = naive_windows(x, 3, 2, 0, True, np.mean)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-10,
+                               atol=1e-6 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("r", [1e-5, 0.25, 4.0])
+def test_lse_matches_expm1_float64_naive(dtype, r):
+    x = np.random.default_rng(15).random((9, 8, 3)).astype(dtype)
+    got = lse_pool2d(x, 3, 2, r=r)
+    want = naive_windows(x, 3, 2, 0, False,
+                         lambda a: a.max() + math.log1p(np.mean(np.expm1(r * (a - a.max())))) / r)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("r", [1e39, 1e300])
+def test_lse_huge_r_is_the_max_and_warns_nothing(r):
+    import warnings
+
+    x = np.random.default_rng(16).random((6, 6, 3)).astype(np.float32)
+    x[0, 0, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = lse_pool2d(x, 2, r=r)
+        small = lse_pool2d(x, 2, r=1e-300)
+    np.testing.assert_array_equal(got, max_pool2d(x, 2))
+    assert np.isnan(got[0, 0, 1]) and np.isnan(small[0, 0, 1])

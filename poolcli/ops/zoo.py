@@ -350,21 +350,33 @@ def lse_pool2d(x, kernel_size, stride=None, ceil_mode=False, r=1.0):
     rv = _positive(r, "r")
     x4, restore, ah, aw, x3 = _prepare(x, kernel_size, stride, ceil_mode)
     m3 = _window_max(x3, ah, aw)
+    finfo = np.finfo(x3.dtype)
+    # r -> 0 is the mean and r -> inf the max; r beyond the dtype's normal range takes the limit
+    # itself. Below r = 1, exp(r * d) crowds towards 1 and the old form drifted to the max (r =
+    # 1e-8 gave the max in float32), so small r sums expm1(r * d) and undoes it with log1p.
+    mode = ("max" if rv > float(finfo.max) else "mean" if rv < float(finfo.tiny) else
+            "small" if rv < 1.0 else "exp")
+    if mode == "max":
+        return restore(_unplanar(m3, x4.shape[0], x4.shape[3]))
     rr = x3.dtype.type(rv)
 
     def step(xt, mt, accs):
         d = xt - mt  # <= 0
-        if rv != 1.0:
-            d *= rr
-        np.exp(d, out=d)
+        if mode != "mean":
+            if rv != 1.0:
+                d *= rr
+            (np.expm1 if mode == "small" else np.exp)(d, out=d)
         accs[0] += d
 
-    with np.errstate(invalid="ignore"):  # inf - inf where M is infinite, fixed below
+    # inf - inf where M is infinite (fixed below); log1p(..) / r may overflow to -inf for r near
+    # the dtype's tiny, which is then a window of -inf cells anyway
+    with np.errstate(invalid="ignore", over="ignore"):
         (sums,) = _tap_sums(x3, m3, ah, aw, 1, step)
         out = np.divide(sums, _counts(ah, aw, x3.dtype), out=sums)
-        np.log(out, out=out)
-        if rv != 1.0:
-            out /= rr
+        if mode != "mean":
+            (np.log1p if mode == "small" else np.log)(out, out=out)
+            if rv != 1.0:
+                out /= rr
         out += m3
     return restore(_unplanar(_infinite_max_wins(out, m3), x4.shape[0], x4.shape[3]))
 
