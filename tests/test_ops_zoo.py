@@ -632,3 +632,17 @@ def test_lse_huge_r_is_the_max_and_warns_nothing(r):
         small = lse_pool2d(x, 2, r=1e-300)
     np.testing.assert_array_equal(got, max_pool2d(x, 2))
     assert np.isnan(got[0, 0, 1]) and np.isnan(small[0, 0, 1])
+
+
+def test_blur_of_opposite_infinities_is_nan_without_warning():
+    import warnings
+
+    x = np.zeros((6, 6), np.float32)
+    x[2, 2], x[2, 3] = np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = blur_pool2d(x, 3, padding=0)
+    with np.errstate(invalid="ignore"):
+        want = ref_blur(x, 3, 2, ((0, 0), (0, 0)))
+    assert np.isnan(got[0, 1]) and np.isnan(got[1, 1]) and got[0, 0] == np.inf
+    np.testing.assert_array_equal(got, want)

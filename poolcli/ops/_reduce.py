@@ -101,6 +101,20 @@ def identity(kind: str, dtype: np.dtype):
     return dtype.type(info.min if kind == "max" else info.max)
 
 
+def _overflow_is_inf(fn):
+    """Float sums that pass the dtype's range are +-inf, and a window holding +inf and -inf
+    sums to NaN, as in PyTorch (whose CPU average of float32 3e38s is inf too): results, not
+    reasons for numpy's RuntimeWarning."""
+    import functools
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
+
+
 def _combine(ufunc, a, b, out):
     """``out = ufunc(a, b)`` computed in ``out``'s dtype (exact for the widening sums used here)."""
     ufunc(a, b, out=out, dtype=out.dtype, casting="unsafe")
@@ -225,6 +239,7 @@ def _input_rows(ah: Axis, i0: int, i1: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+@_overflow_is_inf
 def _reduce(x4, ah: Axis, aw: Axis, kind, acc_dtype, *, planar=False, pre=None, post=None,
             out_dtype=None):
     """:func:`reduce_windows` with hooks.
@@ -933,6 +948,7 @@ def _width_windows(kind, st, win: _Windows, dst, bufs):
     np.take(levels3, pos, axis=1, out=dst)
 
 
+@_overflow_is_inf
 def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_dtype=None):
     """Reduce adaptive windows ``[start, end)`` (per axis, as from ``adaptive_bounds``).
 

@@ -461,11 +461,13 @@ def blur_pool2d(x, kernel_size=3, stride=2, padding=None):
         x3 = np.pad(x3, ((0, 0), pads[0], pads[1]), mode="reflect")
     oh, ow = outs
     fh, fw = binomial_filter(k[0]).astype(acc), binomial_filter(k[1]).astype(acc)
-    # Height pass over whole padded rows, then width pass.
-    rows = np.multiply(x3[:, 0 : (oh - 1) * s[0] + 1 : s[0]], fh[0])
-    for t in range(1, k[0]):
-        rows += fh[t] * x3[:, t : t + (oh - 1) * s[0] + 1 : s[0]]
-    out = np.multiply(rows[:, :, 0 : (ow - 1) * s[1] + 1 : s[1]], fw[0])
-    for t in range(1, k[1]):
-        out += fw[t] * rows[:, :, t : t + (ow - 1) * s[1] + 1 : s[1]]
+    # Height pass over whole padded rows, then width pass. A window holding +inf and -inf is
+    # NaN, as the weighted sum is in any float arithmetic (and in PyTorch): no warning for it.
+    with np.errstate(invalid="ignore"):
+        rows = np.multiply(x3[:, 0 : (oh - 1) * s[0] + 1 : s[0]], fh[0])
+        for t in range(1, k[0]):
+            rows += fh[t] * x3[:, t : t + (oh - 1) * s[0] + 1 : s[0]]
+        out = np.multiply(rows[:, :, 0 : (ow - 1) * s[1] + 1 : s[1]], fw[0])
+        for t in range(1, k[1]):
+            out += fw[t] * rows[:, :, t : t + (ow - 1) * s[1] + 1 : s[1]]
     return restore(_unplanar(out, n, c))
