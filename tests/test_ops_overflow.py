@@ -30,3 +30,12 @@ def test_float32_overflow_is_inf_and_quiet(name, op, torch_op):
 
     want = torch_op(F, torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])
     np.testing.assert_array_equal(got, want[0].numpy().transpose(1, 2, 0))
+
+
+def test_unpool_sum_past_float32_range_is_inf_and_quiet():
+    x = np.full((1, 3, 1), 1.1342746e38, np.float32)
+    idx = np.zeros((1, 3, 1), np.int64)  # all three go to cell 0: their sum passes float32's max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ops.max_unpool2d(x, idx, 1, output_size=(1, 3), reduce="sum")
+    assert got[0, 0, 0] == np.inf and (got[0, 1:, 0] == 0).all()

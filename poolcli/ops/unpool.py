@@ -214,7 +214,8 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
             out[target] = values
     elif x4.dtype.kind == "f":
         sums = np.bincount(target, weights=values.astype(np.float64, copy=False), minlength=size)
-        out = sums.astype(x4.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # past float32's range: inf, quietly
+            out = sums.astype(x4.dtype, copy=False)
     else:
         acc = np.dtype(np.uint64 if x4.dtype == np.uint64 else np.int64)
         out = np.zeros(size, dtype=acc)
