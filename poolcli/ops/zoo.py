@@ -61,6 +61,16 @@ def _unplanar(y3: np.ndarray, n: int, c: int) -> np.ndarray:
     return y3.reshape(n, c, *y3.shape[1:]).transpose(0, 2, 3, 1)
 
 
+def _beyond_range(value: float, dtype: np.dtype) -> str | None:
+    """``"inf"`` above the dtype's largest value, ``"zero"`` below its smallest normal one,
+    else None: an exponent there cannot be used as a number of that dtype (``p * log(r)``
+    rounds to 0 or overflows), so GeM and LSE take the limit instead."""
+    finfo = np.finfo(dtype)
+    if value > float(finfo.max):
+        return "inf"
+    return "zero" if value < float(finfo.tiny) else None
+
+
 def _window_max(x3: np.ndarray, ah: Axis, aw: Axis) -> np.ndarray:
     """Max of every window of the planar ``x3`` as a contiguous (N*C, oh, ow) array (NaN wins)."""
     m = reduce_windows(x3[..., None], ah, aw, "max", x3.dtype)  # (N*C, oh, ow, 1)
@@ -267,12 +277,11 @@ def gem_pool2d(x, kernel_size, stride=None, ceil_mode=False, p=3.0, eps=1e-6):
     x4, restore, ah, aw, x3 = _prepare(x, kernel_size, stride, ceil_mode)
     np.maximum(x3, x3.dtype.type(ev), out=x3)  # clamp; NaN stays NaN
     m3 = _window_max(x3, ah, aw)
-    finfo = np.finfo(x3.dtype)
-    # p -> 0 is the geometric mean and p -> inf the max: p beyond the working dtype's normal
-    # range takes the limit itself (there p * log(r) would round to 0 or overflow).
+    # p -> 0 is the geometric mean and p -> inf the max (see _beyond_range).
     # Below p = 1, r ** p crowds towards 1 and loses the digits the final ** (1/p) magnifies
     # (float32 gives the max for p ~ 1e-8), so small p works with log(r) (about 2x the time).
-    mode = ("max" if pv > float(finfo.max) else "geometric" if pv < float(finfo.tiny) else
+    limit = _beyond_range(pv, x3.dtype)
+    mode = ("max" if limit == "inf" else "geometric" if limit == "zero" else
             "mean" if pv == 1.0 else "square" if pv == 2.0 else "power" if pv > 1.0 else
             "small")
     if mode == "max":
@@ -350,11 +359,11 @@ def lse_pool2d(x, kernel_size, stride=None, ceil_mode=False, r=1.0):
     rv = _positive(r, "r")
     x4, restore, ah, aw, x3 = _prepare(x, kernel_size, stride, ceil_mode)
     m3 = _window_max(x3, ah, aw)
-    finfo = np.finfo(x3.dtype)
-    # r -> 0 is the mean and r -> inf the max; r beyond the dtype's normal range takes the limit
-    # itself. Below r = 1, exp(r * d) crowds towards 1 and the old form drifted to the max (r =
-    # 1e-8 gave the max in float32), so small r sums expm1(r * d) and undoes it with log1p.
-    mode = ("max" if rv > float(finfo.max) else "mean" if rv < float(finfo.tiny) else
+    # r -> 0 is the mean and r -> inf the max (see _beyond_range). Below r = 1, exp(r * d)
+    # crowds towards 1 and the old form drifted to the max (r = 1e-8 gave the max in float32),
+    # so small r sums expm1(r * d) and undoes it with log1p.
+    limit = _beyond_range(rv, x3.dtype)
+    mode = ("max" if limit == "inf" else "mean" if limit == "zero" else
             "small" if rv < 1.0 else "exp")
     if mode == "max":
         return restore(_unplanar(m3, x4.shape[0], x4.shape[3]))
