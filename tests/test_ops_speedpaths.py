@@ -1,4 +1,4 @@
-"""The fast paths of ``poolcli.ops._reduce`` give bit-identical results to the general ones.
+"""The fast paths of ``poolcli.ops._adaptive`` give bit-identical results to the general ones.
 
 Periodic adaptive windows (``_Windows.period``: e.g. 4096 -> 1280 repeats every 5 windows / 16
 cells) are pooled one residue class at a time with basic slices. These tests run every case
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from poolcli import ops
-from poolcli.ops import _reduce
+from poolcli.ops import _adaptive
 from poolcli.ops._geometry import adaptive_bounds
 
 
 def _general(monkeypatch, fn, *args):
     with monkeypatch.context() as m:
-        m.setattr(_reduce, "_PERIOD_MAX", 0)
+        m.setattr(_adaptive, "_PERIOD_MAX", 0)
         return fn(*args)
 
 
@@ -45,7 +45,7 @@ def _data(rng, shape, dtype):
 
 
 def _periodic(n, out):
-    return _reduce._Windows(*adaptive_bounds(n, out), n).period is not None
+    return _adaptive._Windows(*adaptive_bounds(n, out), n).period is not None
 
 
 SIZES = [  # (H, W, C), output sizes: periodic ones and a few that are not

@@ -11,9 +11,9 @@ import numbers
 
 import numpy as np
 
+from poolcli.ops._adaptive import adaptive_reduce, adaptive_select
+from poolcli.ops._common import divide_into, divide_outer, float_dtype_for, int_accumulator
 from poolcli.ops._geometry import adaptive_bounds, as_batch
-from poolcli.ops._reduce import _int_accumulator, adaptive_reduce, adaptive_select
-from poolcli.ops.pool import divide_into, divide_outer, float_dtype_for
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -58,7 +58,7 @@ def _avg(x4, oh: int, ow: int):
     result = float_dtype_for(dtype)
     area = int((eh - sh).max()) * int((ew - sw).max())
     if dtype.kind in "iu" and dtype.itemsize <= 2:
-        acc = _int_accumulator(dtype, area)  # exact sums
+        acc = int_accumulator(dtype, area)  # exact sums
         bound = max(abs(int(np.iinfo(dtype).min)), int(np.iinfo(dtype).max)) * area
         divide_in = result if bound < 1 << 24 else np.dtype(np.float64)
     elif dtype == np.float32 and area <= 64:

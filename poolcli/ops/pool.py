@@ -2,7 +2,7 @@
 
 Arrays are channels-last: ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``; the result has the same
 number of dimensions. See :mod:`poolcli.ops._geometry` for the output-size rule and
-:mod:`poolcli.ops._reduce` for how the windows are computed.
+:mod:`poolcli.ops._fixed` and :mod:`poolcli.ops._select` for how the windows are computed.
 """
 
 from __future__ import annotations
@@ -12,26 +12,12 @@ import numbers
 
 import numpy as np
 
+from poolcli.ops._common import divide_into, divide_outer, float_dtype_for
+from poolcli.ops._fixed import reduce_strips
 from poolcli.ops._geometry import as_batch, pool_axes
-from poolcli.ops._reduce import _reduce, select_fixed
+from poolcli.ops._select import select_fixed
 
-__all__ = ["max_pool2d", "min_pool2d", "avg_pool2d", "lp_pool2d", "float_dtype_for"]
-
-
-def float_dtype_for(dtype, *, exact_sum_of: int = 1) -> np.dtype:
-    """Floating dtype for averages: float64 for float64 and 32/64-bit integers, else float32.
-
-    ``exact_sum_of``: number of 8/16-bit integer values that will be added; if their sum could
-    exceed float32's exact-integer range (2**24) float64 is used instead.
-    """
-    dtype = np.dtype(dtype)
-    if dtype == np.float64 or (dtype.kind in "iu" and dtype.itemsize >= 4):
-        return np.dtype(np.float64)
-    if dtype.kind in "iu":
-        bound = max(abs(int(np.iinfo(dtype).min)), int(np.iinfo(dtype).max))
-        if bound * exact_sum_of >= 1 << 24:
-            return np.dtype(np.float64)
-    return np.dtype(np.float32)
+__all__ = ["max_pool2d", "min_pool2d", "avg_pool2d", "lp_pool2d"]
 
 
 def _select_pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
@@ -40,7 +26,7 @@ def _select_pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, ret
     if return_indices:
         values, indices = select_fixed(x4, ah, aw, kind)
         return restore(values), restore(indices)
-    return restore(_reduce(x4, ah, aw, kind, x4.dtype))
+    return restore(reduce_strips(x4, ah, aw, kind, x4.dtype))
 
 
 def max_pool2d(
@@ -143,31 +129,7 @@ def avg_pool2d(
         else:
             divide_outer(sums, div_h[i0:i1], div_w, out, result)
 
-    return restore(_reduce(x4, ah, aw, "sum", acc, post=finish, out_dtype=result))
-
-
-def divide_into(sums, divisor, out, dtype) -> None:
-    """``out = sums / divisor`` computed in ``dtype`` for a scalar divisor; a power of two is
-    applied as an (exact, identical, faster) multiplication by its reciprocal."""
-    divisor = dtype.type(divisor)
-    mantissa, _ = math.frexp(float(divisor))
-    if abs(mantissa) == 0.5 and np.isfinite(dtype.type(1) / divisor):
-        np.multiply(sums, dtype.type(1) / divisor, out=out, dtype=dtype, casting="unsafe")
-    else:
-        np.divide(sums, divisor, out=out, dtype=dtype, casting="unsafe")
-
-
-def divide_outer(sums, rows, cols, out, dtype) -> None:
-    """``out = sums / (rows[:, None] * cols[None, :])`` per channel, in ``dtype``; ``sums`` and
-    ``out`` are ``(r, ow, C)`` views with the same memory layout. The divisor is laid out like
-    the data so that numpy's inner loop runs over whole rows, not over the channels of a pixel."""
-    rows, cols = rows.astype(dtype), cols.astype(dtype)
-    c = sums.shape[2]
-    if c > 1 and sums.strides[2] < sums.strides[1]:  # contiguous pixels: repeat per channel
-        div = np.multiply.outer(rows, np.repeat(cols, c)).reshape(sums.shape)
-    else:
-        div = np.multiply.outer(rows, cols)[:, :, None]
-    np.divide(sums, div, out=out, dtype=dtype, casting="unsafe")
+    return restore(reduce_strips(x4, ah, aw, "sum", acc, post=finish, out_dtype=result))
 
 
 def _exact_int_accumulator(dtype, terms: int):
@@ -228,7 +190,7 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
             np.power(buf, acc.type(p), out=buf)
 
     if math.isinf(p):
-        return restore(_reduce(x4, ah, aw, "max", acc, pre=magnitude))
+        return restore(reduce_strips(x4, ah, aw, "max", acc, pre=magnitude))
 
     def root(sums, out, i0, i1):
         if p == 2:
@@ -239,6 +201,6 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
     # Like PyTorch, float input whose |x|**p overflows gives inf; numpy's warnings are silenced.
     with np.errstate(over="ignore", invalid="ignore"):
         if p == 1:
-            return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude))
-        return restore(_reduce(x4, ah, aw, "sum", acc, pre=magnitude, post=root,
-                               out_dtype=result))
+            return restore(reduce_strips(x4, ah, aw, "sum", acc, pre=magnitude))
+        return restore(reduce_strips(x4, ah, aw, "sum", acc, pre=magnitude, post=root,
+                                     out_dtype=result))

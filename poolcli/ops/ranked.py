@@ -10,9 +10,8 @@ import numbers
 
 import numpy as np
 
+from poolcli.ops._common import float_dtype_for, overflow_is_inf
 from poolcli.ops._geometry import as_batch, pool_axes
-from poolcli.ops._reduce import _overflow_is_inf
-from poolcli.ops.pool import float_dtype_for
 
 __all__ = ["kmax_pool", "dynamic_k", "sort_pool2d", "DEFAULT_SORT_WEIGHTS"]
 
@@ -146,7 +145,7 @@ def _check_weights(weights, kernel: tuple[int, int]) -> np.ndarray:
     return arr
 
 
-@_overflow_is_inf  # huge weights or values give inf, +inf and -inf give NaN: no warning
+@overflow_is_inf  # huge weights or values give inf, +inf and -inf give NaN: no warning
 def sort_pool2d(
     x, kernel_size, stride=None, weights=DEFAULT_SORT_WEIGHTS, padding=0, ceil_mode=False
 ):

@@ -21,9 +21,9 @@ import secrets
 
 import numpy as np
 
+from poolcli.ops._common import float_dtype_for
+from poolcli.ops._fixed import reduce_windows
 from poolcli.ops._geometry import Axis, as_batch, pool_axes
-from poolcli.ops._reduce import reduce_windows
-from poolcli.ops.pool import float_dtype_for
 
 __all__ = ["stochastic_pool2d", "derive_seed", "new_seed"]
 

@@ -21,9 +21,10 @@ import numbers
 
 import numpy as np
 
+from poolcli.ops._common import float_dtype_for
+from poolcli.ops._fixed import reduce_windows
 from poolcli.ops._geometry import Axis, as_batch, as_pair, pool_axes, pool_output_size
-from poolcli.ops._reduce import reduce_windows
-from poolcli.ops.pool import avg_pool2d, float_dtype_for, max_pool2d
+from poolcli.ops.pool import avg_pool2d, max_pool2d
 
 __all__ = ["mixed_pool2d", "softpool2d", "gem_pool2d", "lse_pool2d", "blur_pool2d"]
 
