@@ -5,11 +5,11 @@ Usage::
     python benchmarks/bench_png.py             # sample photos + a 1024x1024 photo, 5 runs
     python benchmarks/bench_png.py --runs 9
 
-For every image: the median encode time and the file size of ``poolcli.png.encode_png`` at
-levels 0-9, and of Pillow's encoder (zlib, adaptive filters) at levels 1 and 6 (6 is Pillow's
-and zlib's default). The chosen default (``DEFAULT_PNG_COMPRESS_LEVEL``) is marked. Encoding
-only: no file is written, so disk speed does not enter. Times are from a shared, noisy machine:
-compare the columns within one run.
+For every image: the median encode time and the file size of
+``poolcli.imageio.png.encode_png`` at levels 0-9, and of Pillow's encoder (zlib, adaptive
+filters) at levels 1 and 6 (6 is Pillow's and zlib's default). The chosen default
+(``DEFAULT_PNG_COMPRESS_LEVEL``) is marked. Encoding only: no file is written, so disk speed does
+not enter. Times are from a shared, noisy machine: compare the columns within one run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from poolcli.imageio import DEFAULT_PNG_COMPRESS_LEVEL, read_image  # noqa: E402
-from poolcli.png import encode_png  # noqa: E402
+from poolcli.imageio.png import encode_png  # noqa: E402
 
 
 def median_ms(fn, runs: int) -> tuple[float, int]:

@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from poolcli import indexmap, registry
+from poolcli import registry
 from poolcli.cli import main
+from poolcli.imageio import indexmap
 from poolcli.ops import avg_pool2d, max_pool2d
 
 

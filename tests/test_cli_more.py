@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from poolcli import imageio, indexmap
+from poolcli import imageio
 from poolcli.cli import main
+from poolcli.imageio import indexmap
 import pathlib
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "sample_images"

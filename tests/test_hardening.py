@@ -31,8 +31,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from poolcli import imageio, indexmap
+from poolcli import imageio
 from poolcli.cli import main
+from poolcli.errors import ImageReadError, ImageWriteError
+from poolcli.imageio import files as imageio_files
+from poolcli.imageio import indexmap
+from poolcli.imageio import read as imageio_read
+from poolcli.imageio import write as imageio_write
 from poolcli.ops import instance_norm, max_pool2d, max_unpool2d
 from poolcli.report import json_line, printable
 from poolcli.stats import channel_stats
@@ -452,7 +457,7 @@ def test_unreadable_file_simulated(corpus, tmp_path, monkeypatch, command):
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(imageio, "open", guarded_open, raising=False)
+    monkeypatch.setattr(imageio_read, "open", guarded_open, raising=False)
     case, result, out, goods = run_case(corpus, tmp_path, monkeypatch, "unreadable", command)
     assert result.exit_code == 1
     (line,) = error_lines(result)
@@ -509,14 +514,14 @@ def test_png_crc_errors_in_any_chunk(tmp_path):
         bad = bytearray(data)
         bad[pos + 8 + length] ^= 0x01  # first CRC byte of this chunk
         (tmp_path / "c.png").write_bytes(bytes(bad))
-        with pytest.raises(imageio.ImageReadError, match=f"CRC checksum mismatch in the {ctype}"):
+        with pytest.raises(ImageReadError, match=f"CRC checksum mismatch in the {ctype}"):
             imageio.read_image(tmp_path / "c.png")
         pos += 12 + length
     # a flipped bit in the image data itself (CRC then no longer matches)
     bad = bytearray(data)
     bad[data.index(b"IDAT") + 6] ^= 0x10
     (tmp_path / "d.png").write_bytes(bytes(bad))
-    with pytest.raises(imageio.ImageReadError, match="CRC"):
+    with pytest.raises(ImageReadError, match="CRC"):
         imageio.read_image(tmp_path / "d.png")
 
 
@@ -552,7 +557,7 @@ def test_pillow_strip_conversion_equals_whole_image(tmp_path, monkeypatch):
     for name in _pillow_files(tmp_path):
         whole = imageio.read_image(tmp_path / name)
         with monkeypatch.context() as m:
-            m.setattr(imageio, "_STRIP_BYTES", 64)  # strips of one or two rows
+            m.setattr(imageio_read, "_STRIP_BYTES", 64)  # strips of one or two rows
             strips = imageio.read_image(tmp_path / name)
         np.testing.assert_array_equal(strips.array, whole.array, err_msg=name)
         assert (strips.channels, strips.mode, strips.notes) == (
@@ -808,7 +813,7 @@ def test_output_directory_not_writable_simulated(tmp_path, monkeypatch, exc, mes
     def refuse(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(imageio.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(imageio_files.tempfile, "NamedTemporaryFile", refuse)
     result, leftovers = _write_failure_run(tmp_path, monkeypatch)
     assert result.exit_code == 1
     assert error_lines(result) == [f"poolcli: error: out/good_max.png: {message}",
@@ -825,7 +830,7 @@ def test_rename_into_place_fails(tmp_path, monkeypatch, exc, message):
     def refuse(src, dst, *args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(imageio.os, "link", refuse)
+    monkeypatch.setattr(imageio_files.os, "link", refuse)
     result, leftovers = _write_failure_run(tmp_path, monkeypatch)
     assert result.exit_code == 1
     lines = error_lines(result)
@@ -837,14 +842,14 @@ def test_filesystem_without_hard_links_falls_back_to_rename(tmp_path, monkeypatc
     def no_links(src, dst, *args, **kwargs):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(imageio.os, "link", no_links)
+    monkeypatch.setattr(imageio_files.os, "link", no_links)
     result, leftovers = _write_failure_run(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert sorted(leftovers) == ["good_max.png", "other_max.png"]
 
 
 def test_disk_full_during_encoding(tmp_path, monkeypatch):
-    real_encode = imageio._encode
+    real_encode = imageio_write._encode
 
     def half_then_full(fh, *args, **kwargs):
         if "other" in fh.name:
@@ -852,7 +857,7 @@ def test_disk_full_during_encoding(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_encode(fh, *args, **kwargs)
 
-    monkeypatch.setattr(imageio, "_encode", half_then_full)
+    monkeypatch.setattr(imageio_write, "_encode", half_then_full)
     result, leftovers = _write_failure_run(tmp_path, monkeypatch)
     assert result.exit_code == 1
     assert error_lines(result) == ["poolcli: error: out/other_max.png: disk full (no space left "
@@ -898,7 +903,7 @@ def test_output_under_a_regular_file_subprocess(tmp_path):
 def test_make_parent_dirs_messages(tmp_path):
     (tmp_path / "f").write_text("x")
     for target in (tmp_path / "f" / "o.png", tmp_path / "f" / "a" / "b" / "o.png"):
-        with pytest.raises(imageio.ImageWriteError,
+        with pytest.raises(ImageWriteError,
                            match=r"cannot create the output directory: .*/f is a file"):
             imageio.make_parent_dirs(target)
     imageio.make_parent_dirs(tmp_path / "new" / "deeper" / "o.png")

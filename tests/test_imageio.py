@@ -24,6 +24,9 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageOps
 
 from poolcli import imageio
+from poolcli.imageio import files as imageio_files
+from poolcli.imageio import read as imageio_read
+from poolcli.imageio import write as imageio_write
 from poolcli.errors import ImageReadError, ImageWriteError
 from poolcli.imageio import output_dtype_for, read_image, to_display, write_image
 
@@ -218,7 +221,7 @@ def test_pillow_written_tiffs(tmp_path, mode):
     if mode == "1":
         assert set(np.unique(img.array)) <= {0, 255}
     if mode in ("L", "RGB", "I;16", "F"):
-        np.testing.assert_array_equal(img.array, imageio._hwc(np.asarray(base)))
+        np.testing.assert_array_equal(img.array, imageio_read._hwc(np.asarray(base)))
     if mode == "P":
         np.testing.assert_array_equal(img.array, np.asarray(base.convert("RGB")))
         assert any("palette" in n for n in img.notes)
@@ -565,7 +568,7 @@ def test_permission_denied_simulated(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(imageio, "open", denied, raising=False)
+    monkeypatch.setattr(imageio_read, "open", denied, raising=False)
     assert_read_error(path, contains="secret.png: permission denied")
 
 
@@ -670,7 +673,7 @@ def test_unwritable_directory_simulated(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(imageio.tempfile, "NamedTemporaryFile", denied)
+    monkeypatch.setattr(imageio_files.tempfile, "NamedTemporaryFile", denied)
     with pytest.raises(ImageWriteError, match="out.png: permission denied"):
         write_image(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
@@ -689,7 +692,7 @@ def test_failure_mid_write_cleans_up(tmp_path, monkeypatch, exc, expected):
         fh.write(b"half a file")
         raise exc
 
-    monkeypatch.setattr(imageio, "_encode", failing_encode)
+    monkeypatch.setattr(imageio_write, "_encode", failing_encode)
     with pytest.raises(ImageWriteError) as info:
         write_image(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
     assert "out.png" in str(info.value) and expected in str(info.value)
@@ -701,7 +704,7 @@ def test_interrupt_mid_write_cleans_up(tmp_path, monkeypatch):
         fh.write(b"x")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imageio, "_encode", interrupted)
+    monkeypatch.setattr(imageio_write, "_encode", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "out.npy", np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
@@ -714,7 +717,7 @@ def test_temp_file_is_hidden_part_in_target_dir(tmp_path, monkeypatch):
         seen.append(Path(fh.name))
         fh.write(b"data")
 
-    monkeypatch.setattr(imageio, "_encode", spying_encode)
+    monkeypatch.setattr(imageio_write, "_encode", spying_encode)
     write_image(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
     (temp,) = seen
     assert temp.parent == tmp_path
@@ -736,14 +739,56 @@ def test_overwrite(tmp_path):
         write_image(tmp_path, np.zeros((4, 4), np.uint8), overwrite=True, format="PNG")
 
 
+@pytest.mark.parametrize("stem", ["a" * 246, "\u00e9" * 123, "x" * 251])
+def test_name_near_the_length_limit_still_writes(tmp_path, stem):
+    """``.NAME.<8 random>.part`` would pass 255 bytes: the temporary name is shortened."""
+    name = stem + ".png" if len(stem) < 251 else stem[:251] + ".npy"  # 250 or 255 bytes
+    assert len(os.fsencode(name)) in (250, 255)
+    arr = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    write_image(tmp_path / name, arr)
+    np.testing.assert_array_equal(read_image(tmp_path / name).array[:, :, 0], arr)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_temp_prefix_fits_the_name_limit(tmp_path):
+    for name in ("out.png", "a" * 250, "\u00e9" * 125, "b" * 255, "\udcff" * 200):
+        prefix = imageio_files.temp_prefix(str(tmp_path), name)
+        assert prefix.startswith(".") and prefix.endswith(".")
+        assert len(os.fsencode(prefix)) + 8 + len(".part") <= 255
+    assert imageio_files.temp_prefix(str(tmp_path), "out.png") == ".out.png."
+
+
+def test_atomic_write_is_public_and_cleans_up(tmp_path):
+    target = tmp_path / "side.json"
+    imageio.atomic_write(target, lambda fh: fh.write(b"{}"), False)
+    assert target.read_bytes() == b"{}"
+    with pytest.raises(ImageWriteError, match="exists"):
+        imageio.atomic_write(target, lambda fh: fh.write(b"[]"), False)
+
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("encoder exploded")
+
+    with pytest.raises(ImageWriteError, match="side.json: encoding failed"):
+        imageio.atomic_write(target, boom, True)
+    assert target.read_bytes() == b"{}" and parts(tmp_path) == []
+
+
+def test_os_problem_phrases():
+    assert imageio_files.os_problem(OSError(errno.ENOSPC, "x"), "cannot write") == \
+        "disk full (no space left on device)"
+    assert imageio_files.os_problem(OSError(errno.ESTALE, "Stale file handle"), "cannot write") \
+        == "cannot write (Stale file handle)"
+
+
 def test_written_file_mode_follows_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        imageio._FILE_MODE = None
+        imageio_files._FILE_MODE = None
         write_image(tmp_path / "m.png", np.zeros((4, 4), np.uint8))
     finally:
         os.umask(old)
-        imageio._FILE_MODE = None
+        imageio_files._FILE_MODE = None
     assert stat.S_IMODE((tmp_path / "m.png").stat().st_mode) == 0o640
 
 
@@ -830,6 +875,53 @@ def test_to_display_clip_modes():
     assert "2 of 5 values clipped" in desc
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("minmax", ("minmax", None)), ("clip", ("clip", None)), ("clip255", ("clip255", None)),
+    ("sigma", ("sigma", 3.0)), ("sigma:2", ("sigma", 2.0)), ("sigma:0.5", ("sigma", 0.5)),
+    ("sigma:3.", ("sigma", 3.0)), ("sigma:1e1", ("sigma", 10.0)),
+])
+def test_parse_display(text, expected):
+    assert imageio.parse_display(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "gamma", "sigma:", "sigma:0", "sigma:-1", "sigma:abc",
+                                  "sigma:inf", "sigma:nan", "sigma:1e999", "sigma: 3",
+                                  "minmax:2", "clip:1", "SIGMA", "sigma:3:4"])
+def test_parse_display_refuses(text):
+    with pytest.raises(ValueError, match="display mapping"):
+        imageio.parse_display(text)
+
+
+def test_to_display_takes_the_spec_string():
+    arr = RNG.standard_normal((20, 20))
+    assert to_display(arr, "sigma:2")[1] == to_display(arr, "sigma", sigma_k=2)[1]
+    with pytest.raises(ValueError, match="K must be"):
+        to_display(arr, "sigma:0")
+
+
+def test_one_format_table():
+    from poolcli import formats
+
+    assert formats.SUPPORTED_SUFFIXES == (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp",
+                                          ".webp", ".gif", ".npy")
+    assert imageio.SUPPORTED_SUFFIXES is formats.SUPPORTED_SUFFIXES
+    assert set(formats.OUTPUT_FORMATS) == {"png", "tif", "tiff", "npy", "jpg", "jpeg", "webp",
+                                           "bmp"}
+    assert all("." + f in formats.SUFFIX_FORMAT for f in formats.OUTPUT_FORMATS)
+    assert formats.SUFFIX_FORMAT[".gif"] == "GIF"  # read, and written when the suffix says so
+
+
+def test_every_suffix_is_writable(tmp_path):
+    from poolcli import formats
+
+    arr = rand((4, 5, 3))
+    for suffix in formats.SUPPORTED_SUFFIXES:
+        write_image(tmp_path / f"o{suffix}", arr)
+        assert read_image(tmp_path / f"o{suffix}").array.shape == (4, 5, 3)
+    for name in formats.OUTPUT_FORMATS:
+        write_image(tmp_path / "o.bin", arr, format=name, overwrite=True)
+
+
 def test_fit_to_dtype():
     arr = np.array([-5.0, 0.5, 1.5, 2.4, 70000.0, np.nan])
     assert imageio.fit_to_dtype(arr, np.uint16).tolist() == [0, 0, 2, 2, 65535, 0]
@@ -875,7 +967,7 @@ def test_output_dtype_for_agrees_with_write_image(tmp_path):
 def test_import_is_light():
     code = (
         "import sys, poolcli.imageio; "
-        "bad = [m for m in ('tifffile', 'imagecodecs', 'torch') if m in sys.modules]; "
+        "bad = [m for m in ('PIL', 'tifffile', 'imagecodecs', 'torch') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -1,4 +1,5 @@
-"""poolcli.png: the PNG writer, checked against two independent decoders and the spec by hand."""
+"""poolcli.imageio.png: the PNG writer, checked against two independent decoders and the spec by
+hand."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from poolcli import png
-from poolcli.png import encode_png
+from poolcli.imageio import png
+from poolcli.imageio.png import encode_png
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -36,7 +37,7 @@ def naive_filter(rows: list[list[int]], bpp: int) -> list[list[int]]:
     """Scanlines straight from the PNG specification, one byte at a time.
 
     Each row tries None, Sub, Up and Average and keeps the first with the smallest sum of
-    |residual| (residual bytes read as signed), the heuristic poolcli.png documents.
+    |residual| (residual bytes read as signed), the heuristic poolcli.imageio.png documents.
     """
     out = []
     for r, row in enumerate(rows):

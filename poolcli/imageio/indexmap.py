@@ -23,6 +23,7 @@ import numpy as np
 
 from poolcli import __version__
 from poolcli.errors import IndexMapError
+from poolcli.imageio.files import atomic_write, make_parent_dirs
 
 FORMAT = "poolcli-indices"
 FORMAT_VERSION = 1
@@ -115,8 +116,6 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False)
     The directory is created if missing (the map is often written before the image it belongs
     to, into an output directory that does not exist yet). Problems raise ``ImageWriteError``.
     """
-    from poolcli.imageio import _atomic_write, make_parent_dirs  # the one atomic-write path
-
     make_parent_dirs(path)
 
     idx = np.asarray(indices, dtype=np.int64)
@@ -126,7 +125,7 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False)
     def encode(fh):
         np.savez(fh, indices=idx, meta=np.array(json.dumps(meta)))
 
-    _atomic_write(os.fspath(path), encode, overwrite)
+    atomic_write(os.fspath(path), encode, overwrite)
 
 
 def load(path: str) -> IndexMap:

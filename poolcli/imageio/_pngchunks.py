@@ -1,0 +1,114 @@
+"""PNG at the byte level, for the decoder: IHDR, chunk walking, CRC checks, the decode route.
+
+Private to :mod:`poolcli.imageio` (used by :mod:`poolcli.imageio.read`). Nothing here decodes
+pixels: it decides how a PNG is decoded and refuses damaged files before any decoder runs.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from poolcli.errors import ImageReadError
+from poolcli.imageio._common import corrupt
+
+__all__ = [
+    "check_png_crcs",
+    "png_chunks",
+    "png_direct",
+    "png_iccp_profile",
+    "png_ihdr",
+    "png_interlaced",
+]
+
+
+def png_ihdr(data: bytes, source: str) -> tuple[int, int, int, int]:
+    """Return ``(width, height, bit_depth, colour_type)`` from the PNG IHDR chunk."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise corrupt(source, "PNG")
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    return width, height, depth, colour
+
+
+def check_png_crcs(data: bytes, source: str) -> None:
+    """Refuse a PNG whose chunks fail their CRC-32 (libpng does; Pillow skips image data).
+
+    Only complete chunks are checked (a cut file is reported by the decoder as truncated). The
+    CRCs are computed over memoryviews, so nothing is copied, by libdeflate's CRC-32: 0.8 ms for
+    10 MB where ``zlib.crc32`` took 6.6 ms.
+    """
+    from imagecodecs import deflate_crc32
+
+    view = memoryview(data)
+    pos, end = 8, len(data)
+    while pos + 12 <= end:
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        stop = pos + 12 + length
+        if stop > end:
+            return
+        stored = int.from_bytes(view[stop - 4 : stop], "big")
+        if deflate_crc32(view[pos + 4 : stop - 4]) != stored:
+            name = bytes(view[pos + 4 : pos + 8]).decode("latin-1")
+            shown = name if name.isalpha() else repr(name)
+            raise ImageReadError(
+                f"{source}: truncated or corrupt PNG data (CRC checksum mismatch in the {shown} "
+                "chunk)"
+            )
+        if view[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos = stop
+
+
+def png_chunks(data: bytes):
+    """Yield ``(type, payload)`` for each complete chunk up to IEND (payloads are memoryviews)."""
+    view = memoryview(data)
+    pos = 8
+    while pos + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", view[pos : pos + 8])
+        if pos + 12 + length > len(data):
+            return
+        yield ctype, view[pos + 8 : pos + 8 + length]
+        if ctype == b"IEND":
+            return
+        pos += 12 + length
+
+
+# Text keywords from which Pillow reads an orientation (XMP, ImageMagick's raw EXIF profile).
+_PNG_ORIENTATION_TEXT = (b"XML:com.adobe.xmp", b"Raw profile type exif", b"Raw profile type APP1")
+
+
+def png_direct(data: bytes, depth: int, colour: int) -> bool:
+    """Whether the PNG decodes straight into numpy (``imagecodecs.png_decode``, libpng).
+
+    Every 16-bit PNG does (Pillow reduces 16-bit LA/RGB/RGBA to 8 bits). Plain 8-bit grey, LA,
+    RGB and RGBA do too: Pillow holds RGB as 4 bytes a pixel and ``np.asarray`` copies that,
+    so for an 8192 x 8192 RGB image libpng needs 1.8x the decoded size where Pillow needs 2.5x.
+    8-bit files with something Pillow interprets (palette, tRNS colour key, animation, an
+    orientation in XMP or text chunks) and bit depths below 8 stay with Pillow.
+    """
+    if depth == 16:
+        return True
+    if depth != 8 or colour not in (0, 2, 4, 6) or png_interlaced(data):
+        return False
+    for ctype, payload in png_chunks(data):
+        if ctype in (b"tRNS", b"acTL", b"fcTL"):
+            return False
+        if ctype in (b"tEXt", b"zTXt", b"iTXt"):
+            keyword = bytes(payload[:80]).partition(b"\x00")[0]
+            if keyword in _PNG_ORIENTATION_TEXT:
+                return False
+    return True
+
+
+def png_interlaced(data: bytes) -> bool:
+    """Adam7 interlacing (IHDR interlace method 1)."""
+    return len(data) > 28 and data[28] == 1
+
+
+def png_iccp_profile(payload: bytes) -> bytes:
+    """The decompressed ICC profile of a PNG iCCP chunk (empty if unreadable)."""
+    _, sep, rest = payload.partition(b"\x00")
+    try:
+        return zlib.decompress(rest[1:]) if sep else b""
+    except zlib.error:
+        return b""

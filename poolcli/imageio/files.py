@@ -1,0 +1,212 @@
+"""Writing files safely: atomic writes, output directories, short messages for OS errors.
+
+Every file poolcli writes (images, index maps, statistics) goes through :func:`atomic_write`: the
+data goes to a hidden temporary file ``.<name>.<random>.part`` in the target directory, which
+is renamed onto the target only when complete (``os.link`` when not overwriting, so an existing
+file is never clobbered by a race). On any failure, ``KeyboardInterrupt`` included, the temporary
+file is removed, so a crash leaves no half file. Import-light: no numpy.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from poolcli.errors import ImageWriteError
+
+__all__ = [
+    "NAME_MAX",
+    "TEMP_SUFFIX",
+    "atomic_write",
+    "default_file_mode",
+    "make_parent_dirs",
+    "os_problem",
+    "temp_prefix",
+]
+
+#: Suffix of the temporary files (``.out.png.k3j9x0qa.part``); batch clean-up looks for it.
+TEMP_SUFFIX = ".part"
+
+#: File-name length limit in bytes when the file system does not say (ext4, XFS, tmpfs, ...).
+NAME_MAX = 255
+
+# tempfile.NamedTemporaryFile puts 8 random characters between prefix and suffix.
+_RANDOM_CHARS = 8
+
+_KNOWN_ERRNOS = {
+    errno.ELOOP: "too many levels of symbolic links (symlink loop?)",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a parent of the path is not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or directory",
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EIO: "input/output error",
+}
+
+
+def os_problem(exc: OSError, fallback: str) -> str:
+    """A short phrase for an OSError (no path, no errno number).
+
+    Known errnos get a fixed phrase (``"disk full (no space left on device)"``); anything else is
+    ``"<fallback> (<strerror>)"``, e.g. ``"cannot write (Stale file handle)"``.
+    """
+    if exc.errno in _KNOWN_ERRNOS:
+        return _KNOWN_ERRNOS[exc.errno]
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    return f"{fallback} ({detail})"
+
+
+def default_file_mode() -> int:
+    """Permission bits a plain ``open(path, "w")`` would give (0o666 minus the umask)."""
+    global _FILE_MODE
+    if _FILE_MODE is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        _FILE_MODE = 0o666 & ~umask
+    return _FILE_MODE
+
+
+_FILE_MODE: int | None = None
+
+
+def temp_prefix(directory: str, basename: str) -> str:
+    """The temporary-file prefix ``.<basename>.`` for a target in ``directory``.
+
+    When ``.<basename>.<8 random>.part`` would pass the file system's name limit (255 bytes on
+    most), ``basename`` is cut (on a character boundary) so that the temporary name fits: a
+    target whose own name is near the limit can still be written.
+    """
+    try:
+        limit = int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        limit = NAME_MAX
+    if limit <= 0:
+        limit = NAME_MAX
+    budget = limit - len(b"..") - _RANDOM_CHARS - len(TEMP_SUFFIX)
+    name = basename
+    if len(os.fsencode(name)) > budget:
+        encoded = os.fsencode(name)[: max(0, budget)]
+        name = encoded.decode("utf-8", errors="ignore")  # drop a character cut in half
+        while name and len(os.fsencode(name)) > budget:  # surrogate escapes re-encode longer
+            name = name[:-1]
+    return f".{name}."
+
+
+def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], None],
+                 overwrite: bool) -> None:
+    """Write a file atomically: ``encode(fh)`` fills a temporary file that is then renamed.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The file to create. Its directory must exist (see :func:`make_parent_dirs`).
+    encode : callable
+        Called once with the open binary temporary file; writes the whole content.
+    overwrite : bool
+        Replace an existing ``target``. Without it an existing target is an error, also when it
+        appears while ``encode`` runs (the temporary file is hard-linked, never renamed over it).
+
+    Raises
+    ------
+    ImageWriteError
+        One line naming ``target``: it exists (without ``overwrite``), is a directory, its
+        directory is missing or not writable, disk full, or ``encode`` raised (the message
+        then names the exception). The temporary file is removed in every case.
+    """
+    target = os.fsdecode(os.fspath(target))
+    if os.path.isdir(target):
+        raise ImageWriteError(f"{target}: is a directory")
+    if not overwrite and os.path.lexists(target):
+        raise ImageWriteError(f"{target}: exists (use --force to replace)")
+    directory = os.path.dirname(os.path.abspath(target))
+    temp_path: str | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            mode="wb",
+            dir=directory,
+            prefix=temp_prefix(directory, os.path.basename(target)),
+            suffix=TEMP_SUFFIX,
+            delete=False,
+        ) as fh:
+            temp_path = fh.name
+            encode(fh)
+        os.chmod(temp_path, default_file_mode())
+        if overwrite:
+            os.replace(temp_path, target)
+        else:
+            _link_no_clobber(temp_path, target)
+        temp_path = None
+    except ImageWriteError:
+        raise
+    except FileNotFoundError:
+        raise ImageWriteError(f"{target}: directory does not exist") from None
+    except PermissionError:
+        raise ImageWriteError(f"{target}: permission denied (directory not writable?)") from None
+    except OSError as exc:
+        raise ImageWriteError(f"{target}: {os_problem(exc, 'cannot write')}") from None
+    except Exception as exc:
+        raise ImageWriteError(f"{target}: encoding failed ({type(exc).__name__}: {exc})") from exc
+    finally:
+        if temp_path is not None:
+            try:
+                os.unlink(temp_path)
+            except OSError:
+                pass
+
+
+def _link_no_clobber(temp_path: str, target: str) -> None:
+    """Move ``temp_path`` to ``target`` without replacing a file that appeared meanwhile."""
+    try:
+        os.link(temp_path, target)
+    except FileExistsError:
+        raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # Filesystem without hard links (FAT, some network mounts): checked-then-replace.
+        if os.path.lexists(target):
+            raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
+        os.replace(temp_path, target)
+        return
+    os.unlink(temp_path)
+
+
+def make_parent_dirs(path: str | os.PathLike[str]) -> None:
+    """Create the directory that will hold ``path`` (and its parents), like ``mkdir -p``.
+
+    Raises
+    ------
+    ImageWriteError
+        One line naming ``path``: a component of the directory is a file (``-o notes.txt/out.png``),
+        permission denied, read-only file system, disk full, ...
+    """
+    target = os.fsdecode(os.fspath(path))
+    directory = os.path.dirname(target)
+    if not directory or os.path.isdir(directory):
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # Name the component that is in the way: the first one that exists and is no directory.
+        blocker = directory
+        parts = Path(directory).parts
+        for i in range(1, len(parts) + 1):
+            candidate = os.path.join(*parts[:i])
+            if os.path.lexists(candidate) and not os.path.isdir(candidate):
+                blocker = candidate
+                break
+        raise ImageWriteError(
+            f"{target}: cannot create the output directory: {blocker} is a file, not a directory"
+        ) from None
+    except OSError as exc:
+        raise ImageWriteError(
+            f"{target}: cannot create the output directory {directory}: "
+            f"{os_problem(exc, 'error')}"
+        ) from None
