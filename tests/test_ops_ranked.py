@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import reference as ref
 from poolcli.ops import ranked as ranked_module
 from poolcli.ops.pool import avg_pool2d, max_pool2d, min_pool2d
 from poolcli.ops.ranked import DEFAULT_SORT_WEIGHTS, dynamic_k, kmax_pool, sort_pool2d
@@ -220,42 +221,19 @@ def test_dynamic_k_errors():
 # --------------------------------------------------------------------------- sort pooling
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _out_size(n, k, s, p, ceil_mode):
-    out = (n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
 def naive_sort_pool(x, kernel_size, stride=None, weights=DEFAULT_SORT_WEIGHTS, padding=0,
                     ceil_mode=False):
     """Sort each window's real cells (NaN largest), weight the largest, drop leftover weights."""
-    x4 = _as4(x)
-    n, h, w, c = x4.shape
-    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
-    sh, sw = _pair(stride) if stride is not None else (kh, kw)
-    oh, ow = _out_size(h, kh, sh, ph, ceil_mode), _out_size(w, kw, sw, pw, ceil_mode)
+    x4, restore = ref.batch(x)
+    n, _, _, c = x4.shape
+    (oh, ow), windows = ref.pool_windows(x4, kernel_size, stride, padding, 1, ceil_mode)
     out = np.zeros((n, oh, ow, c), dtype=np.float64)
-    for b in range(n):
-        for i in range(oh):
-            for j in range(ow):
-                for ch in range(c):
-                    vals = [
-                        float(x4[b, r, q, ch])
-                        for r in range(i * sh - ph, i * sh - ph + kh)
-                        for q in range(j * sw - pw, j * sw - pw + kw)
-                        if 0 <= r < h and 0 <= q < w
-                    ]
-                    vals.sort(key=_rank_key)
-                    out[b, i, j, ch] = sum(
-                        wt * v for wt, v in zip(weights, vals) if wt > 0
-                    )
+    for b, i, j, cells in windows:
+        for ch in range(c):
+            vals = sorted((float(pixel[ch]) for _, pixel in cells), key=_rank_key)
+            out[b, i, j, ch] = sum(wt * v for wt, v in zip(weights, vals) if wt > 0)
     expected = np.float64 if x4.dtype == np.float64 else np.float32
-    return _restore(x, out.astype(expected))
+    return restore(out.astype(expected))
 
 
 GEOMETRIES = [
@@ -286,7 +264,7 @@ def _data(shape, dtype, seed=0):
 
 
 def _weights_for(kernel_size):
-    kh, kw = _pair(kernel_size)
+    kh, kw = ref.pair(kernel_size)
     m = kh * kw
     return [DEFAULT_SORT_WEIGHTS, (0.7, 0.3), (0.1, 0.0, 0.6, 2.0)][m % 3][:m]
 
@@ -309,7 +287,7 @@ def test_sort_pool_matches_naive_reference(geom, dtype, channels):
 @pytest.mark.parametrize("geom", GEOMETRIES, ids=_geom_id)
 def test_sort_pool_all_ranks_and_ties(geom):
     (h, w), k, s, p, cm = geom
-    kh, kw = _pair(k)
+    kh, kw = ref.pair(k)
     weights = list(np.linspace(1, 0.1, kh * kw))  # every rank used: the np.sort path
     x = _tied_data((h, w, 3), np.float64, seed=7, nan=False)
     np.testing.assert_allclose(sort_pool2d(x, k, s, weights, p, cm),
@@ -343,7 +321,7 @@ def test_sort_pool_single_weight_is_max_pool_with_nan():
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_sort_pool_equal_weights_is_avg_pool(hw, kernel_size, stride, dtype, channels):
-    kh, kw = _pair(kernel_size)
+    kh, kw = ref.pair(kernel_size)
     x = _data((*hw, channels), dtype, seed=3)
     got = sort_pool2d(x, kernel_size, stride, [1 / (kh * kw)] * (kh * kw))
     want = avg_pool2d(x, kernel_size, stride)
@@ -394,7 +372,7 @@ def test_sort_pool_row_strips(monkeypatch, geom, strip_bytes):
 def test_sort_pool_network_and_sort_paths_agree(monkeypatch, geom, dtype):
     """The selection network and the np.sort fallback give identical results."""
     (h, w), k, s, p, cm = geom
-    kh, kw = _pair(k)
+    kh, kw = ref.pair(k)
     x = _tied_data((2, h + 3, w + 2, 3), dtype, seed=11)
     for m in sorted({1, min(3, kh * kw), kh * kw}):
         weights = list(np.linspace(1, 0.2, m))
