@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import reference as ref
 from poolcli.ops import stochastic as stochastic_module
 from poolcli.ops.pool import max_pool2d, min_pool2d
 from poolcli.ops.stochastic import derive_seed, new_seed, stochastic_pool2d
@@ -25,81 +26,38 @@ from poolcli.ops.stochastic import derive_seed, new_seed, stochastic_pool2d
 # --------------------------------------------------------------------------- naive reference
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _out_size(n, k, s, p, ceil_mode):
-    out = (n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
-def _windows(shape, kernel_size, stride, padding, ceil_mode):
-    """Yield ``(i, j, cells)``: the real cells of every window in row-major order."""
-    h, w = shape
-    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
-    sh, sw = _pair(stride) if stride is not None else (kh, kw)
-    oh, ow = _out_size(h, kh, sh, ph, ceil_mode), _out_size(w, kw, sw, pw, ceil_mode)
-    for i in range(oh):
-        for j in range(ow):
-            cells = [
-                (r, c)
-                for r in range(i * sh - ph, i * sh - ph + kh)
-                for c in range(j * sw - pw, j * sw - pw + kw)
-                if 0 <= r < h and 0 <= c < w
-            ]
-            yield i, j, cells
-
-
-def _as4(x):
-    x = np.asarray(x)
-    if x.ndim == 2:
-        return x[None, :, :, None]
-    if x.ndim == 3:
-        return x[None]
-    return x
-
-
 def naive_stochastic(x, kernel_size, stride=None, padding=0, ceil_mode=False, mode="train",
                      seed=0):
     """Caffe's two-pass kernel, one window at a time, in float64."""
-    x4 = _as4(x)
-    n, h, w, c = x4.shape
-    wins = list(_windows((h, w), kernel_size, stride, padding, ceil_mode))
-    oh, ow = wins[-1][0] + 1, wins[-1][1] + 1
+    x4, restore = ref.batch(x)
+    n, _, _, c = x4.shape
+    (oh, ow), windows = ref.pool_windows(x4, kernel_size, stride, padding, 1, ceil_mode)
     u = np.random.default_rng(seed).random((n, oh, ow, c))  # documented draw order
     values = np.zeros((n, oh, ow, c), dtype=x4.dtype if mode == "train" else np.float64)
     index = np.zeros((n, oh, ow, c), dtype=np.int64)
-    for b in range(n):
-        for i, j, cells in wins:
-            for ch in range(c):
-                vals = [float(x4[b, r, q, ch]) for r, q in cells]
-                if mode == "test":
-                    total = math.fsum(vals)
-                    values[b, i, j, ch] = math.fsum(v * v for v in vals) / total if total else 0.0
-                    continue
-                total = 0.0
-                for v in vals:
-                    total += v
-                thres = u[b, i, j, ch] * total
-                pick = 0  # all-zero window: the first real cell
-                if total > 0:
-                    cum = 0.0
-                    for t, v in enumerate(vals):
-                        cum += v
-                        if cum > thres:
-                            pick = t
-                            break
-                r, q = cells[pick]
-                values[b, i, j, ch] = x4[b, r, q, ch]
-                index[b, i, j, ch] = r * w + q
-    return _restore(x, values), _restore(x, index)
-
-
-def _restore(like, y):
-    return y[0, :, :, 0] if np.ndim(like) == 2 else (y[0] if np.ndim(like) == 3 else y)
+    for b, i, j, cells in windows:
+        for ch in range(c):
+            vals = [float(pixel[ch]) for _, pixel in cells]
+            if mode == "test":
+                total = math.fsum(vals)
+                values[b, i, j, ch] = math.fsum(v * v for v in vals) / total if total else 0.0
+                continue
+            total = 0.0
+            for v in vals:
+                total += v
+            thres = u[b, i, j, ch] * total
+            pick = 0  # all-zero window: the first real cell
+            if total > 0:
+                cum = 0.0
+                for t, v in enumerate(vals):
+                    cum += v
+                    if cum > thres:
+                        pick = t
+                        break
+            flat, pixel = cells[pick]
+            values[b, i, j, ch] = pixel[ch]
+            index[b, i, j, ch] = flat
+    return restore(values), restore(index)
 
 
 def _image(shape, dtype, seed=0, zeros=0.3):
