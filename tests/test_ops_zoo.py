@@ -20,20 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 from poolcli.ops import zoo as zoo_module
 from poolcli.ops.pool import avg_pool2d, max_pool2d
 from poolcli.ops.zoo import blur_pool2d, gem_pool2d, lse_pool2d, mixed_pool2d, softpool2d
 
 # --------------------------------------------------------------------------- naive references
-
-
-def out_len(n, k, s, p, ceil_mode):
-    if ceil_mode:
-        out = -(-(n + 2 * p - k) // s) + 1
-        if (out - 1) * s >= n + p:
-            out -= 1
-        return out
-    return (n + 2 * p - k) // s + 1
 
 
 def to4(x):
@@ -47,20 +39,14 @@ def back(y4, ndim):
 
 def naive_windows(x, k, s, p, ceil_mode, fn):
     """Apply ``fn(cells as float64 1-D array)`` to the real cells of every window."""
-    x4 = to4(x).astype(np.float64)
-    n, h, w, c = x4.shape
-    oh, ow = out_len(h, k, s, p, ceil_mode), out_len(w, k, s, p, ceil_mode)
+    x4, restore = ref.batch(x)
+    n, _, _, c = x4.shape
+    (oh, ow), windows = ref.pool_windows(x4, k, s, p, 1, ceil_mode)
     out = np.empty((n, oh, ow, c))
-    for b in range(n):
-        for i in range(oh):
-            for j in range(ow):
-                r0, c0 = i * s - p, j * s - p
-                rows = range(max(r0, 0), min(r0 + k, h))
-                cols = range(max(c0, 0), min(c0 + k, w))
-                for ch in range(c):
-                    cells = np.array([x4[b, r, q, ch] for r in rows for q in cols])
-                    out[b, i, j, ch] = fn(cells)
-    return back(out, np.ndim(x))
+    for b, i, j, cells in windows:
+        for ch in range(c):
+            out[b, i, j, ch] = fn(np.array([pixel[ch] for _, pixel in cells], np.float64))
+    return restore(out)
 
 
 def ref_mixed(x, k, s, p, ceil_mode, alpha):
