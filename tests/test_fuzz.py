@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import poolcli.ops as ops
+import reference as ref
 from poolcli.cli import main
 
 SUPPRESS = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
@@ -100,15 +101,6 @@ def as_pair(v, minimum, name="value"):
     return pair
 
 
-def out_size(n, k, s, p, d, ceil_mode):
-    """PyTorch's output length (pooling_output_shape), written out again independently."""
-    numerator = n + 2 * p - d * (k - 1) - 1 + ((s - 1) if ceil_mode else 0)
-    out = numerator // s + 1  # floor division, as div_rtn
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
 def spatial(x):
     """(H, W) of an accepted layout; Invalid for other numbers of dimensions or dtypes."""
     if x.dtype.kind not in REAL or x.ndim not in (2, 3, 4):
@@ -133,7 +125,7 @@ def window_shape(x, kernel, stride, padding, dilation, ceil_mode, *, half_kernel
     d = as_pair(dilation, 1)
     if half_kernel and (p[0] > k[0] // 2 or p[1] > k[1] // 2):
         raise Invalid("padding")
-    oh, ow = (out_size(n, k[i], s[i], p[i], d[i], ceil_mode) for i, n in enumerate((h, w)))
+    oh, ow = (ref.output_size(n, k[i], s[i], p[i], d[i], ceil_mode) for i, n in enumerate((h, w)))
     if 0 in x.shape:
         raise Either("empty input")
     if oh < 1 or ow < 1:
