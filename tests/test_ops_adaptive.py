@@ -189,7 +189,8 @@ def test_same_size_is_the_identity(dtype):
     assert_bits_equal(v, x)
     np.testing.assert_array_equal(i, np.broadcast_to(np.arange(35).reshape(5, 7, 1), x.shape))
     y = image((5, 7, 3), dtype, 9, special=False)
-    np.testing.assert_array_equal(adaptive_avg_pool2d(y, (5, 7)), y.astype(ref.average_dtype(dtype)))
+    want = y.astype(ref.average_dtype(dtype))
+    np.testing.assert_array_equal(adaptive_avg_pool2d(y, (5, 7)), want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -220,7 +221,7 @@ def test_max_is_at_least_the_mean(size, dtype):
     (lambda x: adaptive_max_pool2d(x[:, :0], (2, None)), r"input plane must be non-empty"),
     (lambda x: global_avg_pool2d(x[:, :0]), r"input plane must be non-empty, got 5x0"),
     (lambda x: global_max_pool2d(x[:0], return_indices=True), r"input plane must be non-empty"),
-    (lambda x: adaptive_avg_pool2d(x[0, 0], 1), r"x must be \(H, W\), \(H, W, C\) or \(N, H, W, C\)"),
+    (lambda x: adaptive_avg_pool2d(x[0, 0], 1), r"x must be \(H, W\), \(H, W, C\) or \(N, H, W"),
     (lambda x: global_max_pool2d(x[None, None]), r"x must be \(H, W\)"),
 ])
 def test_errors(call, match):
