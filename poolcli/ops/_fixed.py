@@ -152,23 +152,30 @@ class WidthPass:
             return [(0, self.axis.out)]
         return [(lo, hi) for lo, hi in ((0, self.jf0), (self.jf1, self.axis.out)) if hi > lo]
 
+    def shifted(self, kind, strip: np.ndarray, mbuf: np.ndarray | None) -> np.ndarray:
+        """The shift method's windows at every pixel, ``(rows, span * C)``: the flat ``strip``
+        combined with itself shifted by each tap (a view of ``strip`` for one tap, else in
+        ``mbuf``, converting to its dtype)."""
+        ufunc = UFUNCS[kind]
+        rows = strip.shape[0]
+        flat = strip.reshape(rows, -1)
+        width = self.span * self.c
+        taps = self.shift_taps()
+        if len(taps) == 1:
+            return flat[:, taps[0][1] : taps[0][1] + width]
+        m = mbuf[:rows, :width]
+        (_, o0), (_, o1) = taps[:2]
+        _combine(ufunc, flat[:, o0 : o0 + width], flat[:, o1 : o1 + width], m)
+        for _, o in taps[2:]:
+            ufunc(m, flat[:, o : o + width], out=m)
+        return m
+
     def run(self, kind, strip: np.ndarray, dst: np.ndarray, mbuf: np.ndarray | None) -> None:
         """Reduce ``strip`` (rows, W, C), contiguous, into ``dst`` (rows, ow, C), any strides."""
-        ufunc = UFUNCS[kind]
         rows = strip.shape[0]
         stripT = strip.transpose(0, 2, 1)
         if self.shift:
-            flat = strip.reshape(rows, -1)
-            width = self.span * self.c
-            taps = self.shift_taps()
-            if len(taps) == 1:
-                m = flat[:, taps[0][1] : taps[0][1] + width]
-            else:
-                m = mbuf[:rows, :width]
-                (_, o0), (_, o1) = taps[:2]
-                _combine(ufunc, flat[:, o0 : o0 + width], flat[:, o1 : o1 + width], m)
-                for _, o in taps[2:]:
-                    ufunc(m, flat[:, o : o + width], out=m)
+            m = self.shifted(kind, strip, mbuf)
             gather_pixels(m.reshape(rows, self.span, self.c), dst[:, self.jf0 : self.jf1],
                           self.axis.s, self.chunk)
         for lo, hi in self.edges():

@@ -136,22 +136,14 @@ def _select_width(kind, block, width: WidthPass, best, tap, bufs):
     ``bufs``: ``(mbuf, tbuf, scratch_m)`` for the shift method (flat ``(rows, span*C)``) and
     ``scratch_o`` shaped like ``best`` (see :func:`_first_equal`).
     """
-    ufunc = UFUNCS[kind]
     axis, c = width.axis, width.c
     rows = block.shape[0]
     mbuf, tbuf, scratch_m, scratch_o = bufs
     if width.shift:
+        m = width.shifted(kind, block, mbuf)  # mbuf has block's dtype: no conversion
         flat = block.reshape(rows, -1)
         size = width.span * c
         taps = width.shift_taps()
-        if len(taps) == 1:
-            m = flat[:, taps[0][1] : taps[0][1] + size]
-        else:
-            m = mbuf[:rows, :size]
-            (_, o0), (_, o1) = taps[:2]
-            ufunc(flat[:, o0 : o0 + size], flat[:, o1 : o1 + size], out=m)
-            for _, o in taps[2:]:
-                ufunc(m, flat[:, o : o + size], out=m)
         t_m = tbuf[:rows, :size]
         everything = (slice(None), slice(None))
         _first_equal(m, axis.k, [(t, everything, flat[:, o : o + size], None) for t, o in taps],
