@@ -11,33 +11,88 @@ A map is an uncompressed ``.npz`` (readable with plain ``numpy.load``, no pickle
     ``ceil_mode``, ``output_size`` (adaptive), ``input_shape`` ``[H, W, C]``, ``input_dtype``,
     ``output_shape``, ``source`` (input file name), ``poolcli_version`` and ``params`` (all the
     operator's parameters as given).
+
+:func:`load` treats the file as hostile: it checks the file (regular, at most ``max_bytes``),
+the zip members (exactly ``indices`` and ``meta``, stored or deflated, not encrypted), each
+member's ``.npy`` header before allocating anything (dtype, shape, and that the shape matches
+the member's size and the metadata), the metadata field by field, and every index against the
+input plane. Any problem is an :class:`~poolcli.errors.IndexMapError` naming the file and the
+field.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import zipfile
+import zlib
+from typing import BinaryIO
 
 import numpy as np
 
 from poolcli import __version__
 from poolcli.errors import IndexMapError
+from poolcli.imageio._common import NpyVersionError, npy_header
+from poolcli.imageio._sidefile import (
+    FieldError,
+    check_bool,
+    check_pair,
+    check_str,
+    display_name,
+    human_bytes,
+    is_int,
+    open_checked,
+    parse_json,
+    require,
+    shown,
+)
 from poolcli.imageio.files import atomic_write, make_parent_dirs
+from poolcli.imageio.read import DEFAULT_MAX_PIXELS
 
 FORMAT = "poolcli-indices"
 FORMAT_VERSION = 1
 SUFFIX = ".indices.npz"
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SUFFIX", "IndexMap", "map_path_for", "save", "load"]
+#: Largest map file read (the indices of a stride-1 pooling of a 178-megapixel RGB image are
+#: 4.3 GB). Memory is bounded more tightly by the header checks: the indices can never claim
+#: more bytes than their zip member holds, nor more cells than ``max_pixels`` allows.
+MAX_FILE_BYTES = 16 << 30
+
+#: Largest ``meta`` JSON text, in characters, and how deeply it may nest (``params`` holds lists).
+MAX_META_CHARS = 1 << 20
+MAX_META_DEPTH = 8
+
+#: Largest kernel, stride, padding or dilation accepted in a map.
+MAX_GEOMETRY = 1 << 20
+
+_MEMBERS = {"indices.npy": "indices", "meta.npy": "meta"}
+_CHUNK = 16 << 20  # bytes read from a zip member at a time
+_EOCD_SEARCH = 22 + 65535  # the end-of-directory record and the longest zip comment
+_MAX_DIRECTORY_ENTRIES = 16
+_MAX_DIRECTORY_BYTES = 64 << 10
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_FILE_BYTES",
+    "SUFFIX",
+    "IndexMap",
+    "build_meta",
+    "load",
+    "map_path_for",
+    "save",
+]
 
 
 class IndexMap:
-    """A loaded map: ``indices`` (H_out, W_out, C) int64 and its ``meta`` dict."""
+    """A loaded map: ``indices`` (H_out, W_out, C) int64, its ``meta`` dict, and the ``path`` it
+    was loaded from (``None`` for a map made in memory, as a pipeline stage does)."""
 
-    def __init__(self, indices: np.ndarray, meta: dict):
+    def __init__(self, indices: np.ndarray, meta: dict, path: str | None = None):
         self.indices = indices
         self.meta = meta
+        self.path = path
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -63,9 +118,10 @@ class IndexMap:
         out_h, out_w = self.indices.shape[:2]
         in_h, in_w = self.input_shape[:2]
         if out_h > in_h or out_w > in_w:
+            where = f"{self.path}: " if self.path else ""
             raise IndexMapError(
-                f"map of {m.get('operator')} output {out_h}x{out_w} is larger than its input "
-                f"{in_h}x{in_w}; give --output-size to unpool it")
+                f"{where}map of {m.get('operator')} output {out_h}x{out_w} is larger than its "
+                f"input {in_h}x{in_w}; give --output-size to unpool it")
         return {"kernel_size": (in_h - out_h + 1, in_w - out_w + 1), "stride": (1, 1),
                 "padding": (0, 0)}
 
@@ -128,55 +184,218 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False)
     atomic_write(os.fspath(path), encode, overwrite)
 
 
-def load(path: str) -> IndexMap:
-    """Read and validate a map; any problem is an :class:`IndexMapError` naming the file."""
-    name = os.fspath(path)
+# ---- loading --------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+         max_bytes: int = MAX_FILE_BYTES) -> IndexMap:
+    """Read and validate a map; any problem is an :class:`IndexMapError` naming the file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.indices.npz`` file.
+    max_pixels : int or None, optional
+        Largest input plane (H x W) the map may describe, and largest pooled plane it may hold:
+        pass ``--max-pixels``. ``None`` disables the pixel check (the byte checks stay).
+    max_bytes : int, optional
+        Largest file, and largest indices array, in bytes.
+    """
+    name = display_name(path)
+    with open_checked(path, error=IndexMapError, what="index map", max_bytes=max_bytes) as fh:
+        try:
+            return _load_zip(fh, name, max_pixels, max_bytes)
+        except IndexMapError:
+            raise
+        except FieldError as exc:
+            raise IndexMapError(f"{name}: index map {exc}") from None
+        except MemoryError:
+            raise IndexMapError(f"{name}: not enough memory to read the index map") from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+                ValueError, NotImplementedError, RuntimeError) as exc:
+            raise IndexMapError(f"{name}: not a readable .npz index map ({_short(exc)})") \
+                from None
+
+
+def _load_zip(fh: BinaryIO, name: str, max_pixels: int | None, max_bytes: int) -> IndexMap:
+    _check_directory_size(fh, name)
+    with zipfile.ZipFile(fh) as zf:
+        members = _members(zf, name)
+        text = _read_meta_text(zf, members["meta"], name)
+        try:
+            meta = parse_json(text, max_depth=MAX_META_DEPTH)
+        except ValueError as exc:
+            raise IndexMapError(f"{name}: corrupt metadata (member 'meta'): {exc}") from None
+        _check_meta(meta, name, max_pixels)
+        indices = _read_indices(zf, members["indices"], name, meta, max_bytes)
+    return IndexMap(indices, meta, name)
+
+
+def _check_directory_size(fh: BinaryIO, name: str) -> None:
+    """Refuse an archive whose directory is far larger than a map's, before ``zipfile`` builds
+    an object for every entry (a crafted directory of millions of entries would eat memory and
+    time); a few extra members are named later, by :func:`_members`. The end-of-directory
+    record is found as ``zipfile`` finds it (the last ``PK\\5\\6`` in the final 64 KiB);
+    anything odd is left to ``zipfile`` to report."""
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, size - _EOCD_SEARCH))
+    tail = fh.read()
+    fh.seek(0)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return
+    entries, directory_bytes = struct.unpack("<HI", tail[at + 10 : at + 16])
+    if entries > _MAX_DIRECTORY_ENTRIES or directory_bytes > _MAX_DIRECTORY_BYTES:
+        raise IndexMapError(f"{name}: not a poolcli index map: its archive directory lists "
+                            f"{entries} members in {directory_bytes} bytes (a map holds only "
+                            "'indices' and 'meta')")
+
+
+def _members(zf: zipfile.ZipFile, name: str) -> dict[str, zipfile.ZipInfo]:
+    """The ``indices`` and ``meta`` members; anything else in the archive is refused."""
+    found: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        key = _MEMBERS.get(info.filename)
+        if key is None:
+            raise IndexMapError(f"{name}: not a poolcli index map: unexpected member "
+                                f"{info.filename!r} (a map holds only 'indices' and 'meta')")
+        if key in found:
+            raise IndexMapError(f"{name}: member {info.filename!r} appears twice")
+        if info.flag_bits & 0x1:
+            raise IndexMapError(f"{name}: member {info.filename!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise IndexMapError(f"{name}: member {info.filename!r} uses an unsupported "
+                                f"compression method ({info.compress_type})")
+        found[key] = info
+    if len(found) != 2:
+        raise IndexMapError(f"{name}: not a poolcli index map (no 'indices'/'meta' arrays)")
+    return found
+
+
+def _npy_header(fh: BinaryIO, name: str, member: str) -> tuple[tuple, bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, header_bytes)`` of a ``.npy`` member, data not read."""
     try:
-        with np.load(name, allow_pickle=False) as z:
-            if "indices" not in z.files or "meta" not in z.files:
-                raise IndexMapError(f"{name}: not a poolcli index map (no 'indices'/'meta' arrays)")
-            indices = z["indices"]
-            meta_text = str(z["meta"][()])
-    except IndexMapError:
-        raise
-    except FileNotFoundError:
-        raise IndexMapError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise IndexMapError(f"{name}: is a directory") from None
-    except PermissionError:
-        raise IndexMapError(f"{name}: permission denied") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise IndexMapError(f"{name}: not a readable .npz index map ({_short(exc)})") from None
-    try:
-        meta = json.loads(meta_text)
-    except json.JSONDecodeError:
-        raise IndexMapError(f"{name}: corrupt metadata (not JSON)") from None
+        shape, fortran, dtype = npy_header(fh)
+    except NpyVersionError as exc:
+        raise IndexMapError(f"{name}: member {member!r}: {exc}") from None
+    except (ValueError, SyntaxError, TypeError):  # numpy's messages can hold object addresses
+        raise IndexMapError(f"{name}: member {member!r}: not a readable .npy header") from None
+    if dtype.hasobject:
+        raise IndexMapError(f"{name}: member {member!r} holds Python objects (a pickle); "
+                            "refused")
+    if dtype.names is not None or dtype.subdtype is not None:
+        raise IndexMapError(f"{name}: member {member!r} holds a structured array ({dtype})")
+    return shape, fortran, dtype, fh.tell()
+
+
+def _read_member_data(fh: BinaryIO, nbytes: int, name: str, member: str) -> bytearray:
+    """Exactly ``nbytes`` more bytes of a member, then its end (which checks the CRC)."""
+    buffer = bytearray(nbytes)
+    view = memoryview(buffer)
+    pos = 0
+    while pos < nbytes:
+        chunk = fh.read(min(_CHUNK, nbytes - pos))
+        if not chunk:
+            raise IndexMapError(f"{name}: member {member!r} is truncated")
+        view[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+    if fh.read(1):
+        raise IndexMapError(f"{name}: member {member!r} is longer than its header says")
+    return buffer
+
+
+def _check_size(info: zipfile.ZipInfo, header: int, nbytes: int, name: str, member: str):
+    """The member must hold exactly the header plus the data it announces (before allocating)."""
+    if header + nbytes != info.file_size:
+        raise IndexMapError(
+            f"{name}: member {member!r}: its header announces {human_bytes(nbytes)} of data but "
+            f"the member holds {human_bytes(max(0, info.file_size - header))}")
+
+
+def _read_meta_text(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> str:
+    with zf.open(info) as fh:
+        shape, _, dtype, header = _npy_header(fh, name, "meta")
+        if shape != () or dtype.kind != "U":
+            raise IndexMapError(f"{name}: corrupt metadata: expected a 0-d unicode array, got "
+                                f"{dtype} {shape}")
+        if dtype.itemsize > 4 * MAX_META_CHARS:
+            raise IndexMapError(f"{name}: corrupt metadata: {dtype.itemsize // 4} characters "
+                                f"(at most {MAX_META_CHARS})")
+        _check_size(info, header, dtype.itemsize, name, "meta")
+        data = _read_member_data(fh, dtype.itemsize, name, "meta")
+    return str(np.frombuffer(data, dtype=dtype, count=1)[0])
+
+
+def _check_meta(meta: object, name: str, max_pixels: int | None) -> None:
+    """Validate the metadata fields (raises IndexMapError or FieldError)."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IndexMapError(f"{name}: not a poolcli index map (format is not {FORMAT!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
+        raise IndexMapError(f"{name}: not a poolcli index map (field 'format' is not {FORMAT!r})")
+    version = meta.get("format_version")
+    if not is_int(version) or version != FORMAT_VERSION:
         raise IndexMapError(
-            f"{name}: index map format version {meta.get('format_version')!r} is not supported "
-            f"(this poolcli reads version {FORMAT_VERSION})"
+            f"{name}: index map field 'format_version': version {shown(version)} is not "
+            f"supported (this poolcli reads version {FORMAT_VERSION})"
         )
-    if indices.dtype.kind not in "iu" or indices.ndim != 3:
-        raise IndexMapError(
-            f"{name}: corrupt map: indices must be an integer (H, W, C) array, got "
-            f"{indices.dtype} {indices.shape}"
-        )
-    shape = meta.get("input_shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0
-                                                                 for v in shape)):
-        raise IndexMapError(f"{name}: corrupt metadata: input_shape {shape!r}")
-    plane = shape[0] * shape[1]
+    check_str("operator", require(meta, "operator"))
+    for field, low in (("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
+        check_pair(field, require(meta, field), minimum=low, maximum=MAX_GEOMETRY, nullable=True)
+    check_pair("output_size", meta.get("output_size"), minimum=1, maximum=MAX_GEOMETRY,
+               nullable=True)
+    check_bool("ceil_mode", require(meta, "ceil_mode"))
+    for field in ("input_dtype", "source", "poolcli_version"):
+        if field in meta:
+            check_str(field, meta[field], nonempty=False)
+    if "params" in meta and not isinstance(meta["params"], dict):
+        raise FieldError("params", f"expected an object, got {shown(meta['params'])}")
+    for field in ("input_shape", "output_shape"):
+        h, w, _ = _check_shape(field, require(meta, field))
+        if max_pixels is not None and h * w > max_pixels:
+            raise FieldError(field, f"{h}x{w} = {h * w} pixels exceeds --max-pixels {max_pixels}")
+
+
+def _check_shape(field: str, value: object) -> tuple[int, int, int]:
+    if not (isinstance(value, list) and len(value) == 3 and all(is_int(v) and v > 0
+                                                                 for v in value)):
+        raise FieldError(field, f"expected [H, W, C], three integers >= 1, got {shown(value)}")
+    return tuple(value)  # type: ignore[return-value]
+
+
+def _read_indices(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, meta: dict,
+                  max_bytes: int) -> np.ndarray:
+    """The indices array, its header checked against the metadata before it is allocated."""
+    h, w, c = meta["input_shape"]
+    with zf.open(info) as fh:
+        shape, fortran, dtype, header = _npy_header(fh, name, "indices")
+        if dtype.kind not in "iu" or len(shape) != 3:
+            raise IndexMapError(
+                f"{name}: corrupt map: indices must be an integer (H, W, C) array, got "
+                f"{dtype} {shape}"
+            )
+        if list(shape) != meta["output_shape"]:
+            raise IndexMapError(
+                f"{name}: corrupt map: indices are {_dims(shape)} but field 'output_shape' says "
+                f"{_dims(meta['output_shape'])}")
+        if shape[2] != c:
+            raise IndexMapError(
+                f"{name}: corrupt map: {shape[2]} index channels for a {c}-channel input "
+                "(field 'input_shape')")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise IndexMapError(f"{name}: member 'indices': {human_bytes(nbytes)} of indices, "
+                                f"over the {human_bytes(max_bytes)} limit")
+        _check_size(info, header, nbytes, name, "indices")
+        data = _read_member_data(fh, nbytes, name, "indices")
+    indices = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    plane = h * w
     if indices.size and (indices.min() < 0 or indices.max() >= plane):
         raise IndexMapError(
-            f"{name}: corrupt map: indices outside the {shape[0]}x{shape[1]} input plane"
+            f"{name}: corrupt map: indices outside the {h}x{w} input plane (field 'input_shape')"
         )
-    if indices.shape[2] != shape[2]:
-        raise IndexMapError(
-            f"{name}: corrupt map: {indices.shape[2]} index channels for a {shape[2]}-channel input"
-        )
-    return IndexMap(indices.astype(np.int64, copy=False), meta)
+    return indices.astype(np.int64, copy=False)
+
+
+def _dims(shape) -> str:
+    return "x".join(str(v) for v in shape)
 
 
 def _short(exc: Exception) -> str:

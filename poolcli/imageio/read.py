@@ -56,7 +56,7 @@ import numpy as np
 
 from poolcli.errors import ImageReadError
 from poolcli.formats import SUFFIX_FORMAT
-from poolcli.imageio._common import corrupt, is_stdio, pil
+from poolcli.imageio._common import NpyVersionError, corrupt, is_stdio, npy_header, pil
 from poolcli.imageio._pngchunks import (
     check_png_crcs,
     png_chunks,
@@ -659,16 +659,9 @@ def _describe_mode(dtype: np.dtype, channels: tuple[str, ...]) -> str:
 def _decode_npy(blob: _Blob, source: str, max_pixels: int | None, notes: list[str]):
     fh = io.BytesIO(blob.take())
     try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            major, minor = version
-            raise ImageReadError(f"{source}: unsupported .npy format version {major}.{minor}")
-    except ImageReadError:
-        raise
+        shape, _, dtype = npy_header(fh)
+    except NpyVersionError as exc:
+        raise ImageReadError(f"{source}: {exc}") from None
     except Exception:
         raise corrupt(source, "NPY") from None
 
