@@ -104,6 +104,13 @@ def test_save_load_round_trip(tmp_path):
         assert sorted(z.files) == ["indices", "meta"]
 
 
+def test_save_reports_the_commit(tmp_path):
+    idx, meta = pooled()
+    seen = []
+    indexmap.save(tmp_path / "a.indices.npz", idx, meta, on_commit=seen.append)
+    assert seen == [str(tmp_path / "a.indices.npz")]
+
+
 def test_round_trip_of_an_adaptive_map_and_2d_indices(tmp_path):
     idx = RNG.integers(0, 80, (3, 4)).astype(np.int64)
     meta = indexmap.build_meta(operator="adaptive-max", params={"output_size": (3, 4)},

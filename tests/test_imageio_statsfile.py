@@ -73,6 +73,12 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]
 
 
+def test_save_reports_the_commit(tmp_path):
+    seen = []
+    statsfile.save(tmp_path / "s.json", record(), overwrite=False, on_commit=seen.append)
+    assert seen == [str(tmp_path / "s.json")]
+
+
 def test_optional_fields():
     rec = record(momentum=None)
     del rec["eps"]

@@ -27,7 +27,7 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -166,11 +166,13 @@ def _jsonable(v):
     return v
 
 
-def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False) -> None:
+def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False,
+         on_commit: Callable[[str], None] | None = None) -> None:
     """Write a map atomically (temporary file, then rename). ``indices`` is (H, W) or (H, W, C).
 
     The directory is created if missing (the map is often written before the image it belongs
     to, into an output directory that does not exist yet). Problems raise ``ImageWriteError``.
+    ``on_commit`` is passed to :func:`~poolcli.imageio.files.atomic_write`.
     """
     make_parent_dirs(path)
 
@@ -181,7 +183,7 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False)
     def encode(fh):
         np.savez(fh, indices=idx, meta=np.array(json.dumps(meta)))
 
-    atomic_write(os.fspath(path), encode, overwrite)
+    atomic_write(os.fspath(path), encode, overwrite, on_commit)
 
 
 # ---- loading --------------------------------------------------------------------------------

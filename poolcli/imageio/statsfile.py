@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 from poolcli.errors import StatsFileError
 from poolcli.imageio._sidefile import (
@@ -116,11 +117,13 @@ def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> di
         raise StatsFileError(f"{name}: statistics {exc}") from None
 
 
-def save(path: str | os.PathLike[str], record: dict, *, overwrite: bool) -> None:
+def save(path: str | os.PathLike[str], record: dict, *, overwrite: bool,
+         on_commit: Callable[[str], None] | None = None) -> None:
     """Write ``record`` as a statistics file, atomically (JSON, ``indent=2``).
 
     ``format`` and ``format_version`` are filled in when missing. The record is validated first
     (so nothing is written that :func:`load` would refuse, such as NaN statistics).
+    ``on_commit`` is passed to :func:`~poolcli.imageio.files.atomic_write`.
 
     Raises
     ------
@@ -136,4 +139,4 @@ def save(path: str | os.PathLike[str], record: dict, *, overwrite: bool) -> None
     except FieldError as exc:
         raise ValueError(f"{name}: statistics {exc}") from None
     text = json.dumps(full, indent=2, allow_nan=False) + "\n"
-    atomic_write(name, lambda fh: fh.write(text.encode("utf-8")), overwrite)
+    atomic_write(name, lambda fh: fh.write(text.encode("utf-8")), overwrite, on_commit)
