@@ -1,7 +1,10 @@
-"""The operator registry: the one list the CLI, the pipeline parser, ``poolcli ops`` and the docs read.
+"""The operator registry: the only place that knows operator names and their parameter rules.
 
-Adding an operator means writing it in ``poolcli/ops`` and adding one :class:`Operator` entry
-here (plus a :class:`Param` if it needs a new option); nothing in the CLI changes.
+The CLI (options, ``poolcli ops``), the application layer (jobs, pipelines, sheets), ``explain``
+and the docs all read it. Adding an operator means writing it in ``poolcli/ops`` and adding one
+:class:`Operator` entry here (plus a :class:`Param` if it needs a new option): its run function,
+the checks that need no image (:attr:`Operator.checks`, exit 2 before reading), its per-operator
+defaults, how ``explain`` draws it and what its worked formula looks like. Nothing else changes.
 
 This module must stay import-light (no numpy): ``poolcli --help`` and ``poolcli ops`` read it.
 The ``run`` callables import the core lazily.
@@ -12,7 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Param", "Operator", "Result", "PARAMS", "OPERATORS", "get", "names", "params_for"]
+__all__ = ["Param", "Operator", "Result", "PARAMS", "OPERATORS", "ParamError", "get", "names",
+           "params_for", "affine", "describe"]
+
+
+class ParamError(ValueError):
+    """A parameter that is wrong whatever the image; ``option`` names the CLI option."""
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Param:
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    show: Callable[[Any, dict], str | None] | None = None  # text for labels, or None to omit
 
 
 @dataclass
@@ -43,6 +56,15 @@ class Result:
 
 @dataclass(frozen=True)
 class Operator:
+    """One operator: what it is, its parameters and rules, and how to run and explain it.
+
+    ``explain`` is how ``poolcli explain`` lays it out: ``window`` (fixed windows), ``adaptive``,
+    ``kmax``, ``blur`` or ``norm``; ``formula`` names the arithmetic shown for one window
+    (``max``, ``min``, ``mean``, ``lp``, ``stochastic``, ``sort``, ``mixed``, ``softpool``,
+    ``gem``, ``lse``; anything else shows just the result). ``defaults`` override a
+    parameter's global default for this operator; ``checks`` are run by :meth:`check`.
+    """
+
     name: str
     family: str  # "pool" or "norm"
     summary: str
@@ -51,57 +73,188 @@ class Operator:
     run: Callable[[Any, dict, bool], Result]
     selects: bool = False  # picks input cells and can return their indices
     aliases: tuple[str, ...] = ()
+    explain: str = "window"
+    formula: str = ""
+    defaults: dict = field(default_factory=dict)
+    checks: tuple[Callable[[dict], None], ...] = ()
+    selects_if: Callable[[dict], bool] | None = None
+    scope: str = ""  # norm: what the statistics are taken over, for explain (str.format(params))
+
+    def resolve(self, params: dict) -> dict:
+        """This operator's parameters from ``params``: its own defaults fill what is None or
+        missing, the globals the rest."""
+        out = {}
+        for name in self.params:
+            value = params.get(name)
+            if value is None:
+                value = self.defaults.get(name, PARAMS[name].default)
+            out[name] = value
+        return out
+
+    def check(self, params: dict) -> None:
+        """Raise :class:`ParamError` for parameters wrong whatever the image."""
+        _check_common(self, params)
+        for check in self.checks:
+            check(params)
+
+    def selects_with(self, params: dict) -> bool:
+        """Whether this run picks input cells (stochastic pooling's test mode does not)."""
+        return self.selects and (self.selects_if is None or self.selects_if(params))
+
+
+def _floats(v) -> str:
+    return ",".join(_num(a) for a in v)
 
 
 PARAMS: dict[str, Param] = {
     p.name: p
     for p in [
-        Param("kernel", ("-k", "--kernel"), "pair", (2, 2), "Window size, N or HxW.", minimum=1),
-        Param("stride", ("-s", "--stride"), "pair", None, "Step, N or HxW [default: kernel].",
-              minimum=1),
+        Param("kernel", ("-k", "--kernel"), "pair", (2, 2), "Window size, N or HxW.", minimum=1,
+              show=lambda v, p: f"k={_pair(v)}"),
+        Param("stride", ("-s", "--stride"), "pair", None,
+              "Step, N or HxW [default: the kernel; blur: 2].", minimum=1,
+              show=lambda v, p: f"s={_pair(v or p['kernel'])}"),
         Param("padding", ("-p", "--padding"), "pair", (0, 0),
-              "Implicit padding on each side, at most half the kernel.", minimum=0),
+              "Implicit padding on each side, at most half the kernel.", minimum=0,
+              show=lambda v, p: f"p={_pair(v)}" if v and any(v) else None),
         Param("dilation", ("--dilation",), "pair", (1, 1), "Spacing between window taps.",
-              minimum=1),
+              minimum=1, show=lambda v, p: f"d={_pair(v)}" if tuple(v) != (1, 1) else None),
         Param("ceil_mode", ("--ceil-mode/--floor-mode",), "bool", False,
-              "Round the output size up (PyTorch ceil_mode)."),
+              "Round the output size up (PyTorch ceil_mode).",
+              show=lambda v, p: "ceil" if v else None),
         Param("count_include_pad", ("--count-include-pad/--no-count-include-pad",), "bool", True,
-              "avg: count padding cells in the divisor."),
+              "avg: count padding cells in the divisor.",
+              show=lambda v, p: ("pad not counted" if not v and any(p.get("padding") or (0, 0))
+                                 else None)),
         Param("norm_type", ("--norm-type",), "float", 2.0, "lp: the power p (> 0, inf allowed).",
-              minimum=0),
+              minimum=0, show=lambda v, p: f"p={_num(v)}"),
         Param("output_size", ("--output-size",), "size", (32, 32),
-              "adaptive: output size, N or HxW.", minimum=1),
+              "adaptive: output size, N or HxW.", minimum=1,
+              show=lambda v, p: f"out={v[0]}x{v[1]}"),
         Param("mode", ("--mode",), "choice", "train",
               "stochastic: train samples a cell by probability, test weights by probability.",
-              choices=("train", "test")),
+              choices=("train", "test"), show=lambda v, p: v),
         Param("seed", ("--seed",), "int", None,
-              "stochastic: random seed [default: drawn and reported].", minimum=0),
+              "stochastic: random seed [default: drawn and reported].", minimum=0,
+              show=lambda v, p: (f"seed={v}" if v is not None and p.get("mode", "train") == "train"
+                                 else None)),
         Param("k", ("--k",), "int", None,
               "kmax: values kept per row/column [default: dynamic k, or half the length].",
               minimum=1),
         Param("axis", ("--axis",), "choice", "w", "kmax: along the width (w) or height (h).",
-              choices=("w", "h")),
+              choices=("w", "h"),
+              show=lambda v, p: f"along {'width' if v == 'w' else 'height'}"),
         Param("k_top", ("--k-top",), "int", None, "kmax dynamic k: k at the top layer.",
-              minimum=1),
+              minimum=1,
+              show=lambda v, p: (f"k_top={v} l={p.get('layer')} L={p.get('layers')}"
+                                 if v is not None else None)),
         Param("layer", ("--layer",), "int", 1, "kmax dynamic k: this layer l (1-based).",
               minimum=1),
         Param("layers", ("--layers",), "int", 1, "kmax dynamic k: number of layers L.",
               minimum=1),
         Param("weights", ("--weights",), "floats", (0.5, 0.3, 0.2),
-              "sort: weights of the largest values, largest first (>= 0).", minimum=0),
+              "sort: weights of the largest values, largest first (>= 0).", minimum=0,
+              show=lambda v, p: f"w={_floats(v)}"),
         Param("alpha", ("--alpha",), "float", 0.5, "mixed: weight of max (0..1) vs avg.",
-              minimum=None),
+              minimum=None, show=lambda v, p: f"alpha={_num(v)}"),
         Param("p", ("--gem-p",), "float", 3.0, "gem: the generalized-mean power p (> 0).",
-              minimum=0),
-        Param("r", ("--lse-r",), "float", 1.0, "lse: sharpness r (> 0).", minimum=0),
-        Param("eps", ("--eps",), "float", 1e-5, "Added to the variance (> 0).", minimum=0),
+              minimum=0, show=lambda v, p: f"p={_num(v)}"),
+        Param("r", ("--lse-r",), "float", 1.0, "lse: sharpness r (> 0).", minimum=0,
+              show=lambda v, p: f"r={_num(v)}"),
+        Param("eps", ("--eps",), "float", 1e-5, "Added to the variance (> 0).", minimum=0,
+              show=lambda v, p: f"eps={_num(v)}" if v != 1e-5 else None),
         Param("gamma", ("--gamma",), "floats", None,
-              "Scale per channel (one value, or one per channel).", minimum=None),
+              "Scale per channel (one value, or one per channel).", minimum=None,
+              show=lambda v, p: f"gamma={_floats(v)}" if v is not None else None),
         Param("beta", ("--beta",), "floats", None,
-              "Shift per channel (one value, or one per channel).", minimum=None),
-        Param("groups", ("--groups",), "int", 1, "group: number of channel groups.", minimum=1),
+              "Shift per channel (one value, or one per channel).", minimum=None,
+              show=lambda v, p: f"beta={_floats(v)}" if v is not None else None),
+        Param("groups", ("--groups",), "int", 1, "group: number of channel groups.", minimum=1,
+              show=lambda v, p: f"groups={v}"),
     ]
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks that need no image (exit 2 before anything is read)
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_common(op: "Operator", p: dict) -> None:
+    import math
+
+    k = p.get("kernel")
+    if k is not None and "padding" in op.params:
+        pad = p.get("padding") or (0, 0)
+        if pad[0] > k[0] // 2 or pad[1] > k[1] // 2:
+            raise ParamError(f"padding {pad[0]}x{pad[1]} is more than half the kernel "
+                             f"{k[0]}x{k[1]} (at most {k[0] // 2}x{k[1] // 2})", "-p")
+    for name in ("p", "r", "eps"):
+        if name in op.params and p.get(name) is not None and not math.isfinite(p[name]):
+            raise ParamError(f"{p[name]}: must be a finite number > 0", PARAMS[name].flags[-1])
+
+
+def _check_sort(p: dict) -> None:
+    w, k = p["weights"], p["kernel"]
+    if not any(w):
+        raise ParamError(f"{','.join(map(str, w))}: weights must be not all zero", "--weights")
+    if len(w) > k[0] * k[1]:
+        raise ParamError(f"{len(w)} weights for a {k[0]}x{k[1]} window (at most "
+                         f"{k[0] * k[1]})", "--weights")
+
+
+def _check_mixed(p: dict) -> None:
+    if not 0 <= p["alpha"] <= 1:
+        raise ParamError(f"{p['alpha']}: alpha must be in 0..1", "--alpha")
+
+
+def _check_blur(p: dict) -> None:
+    k = p["kernel"]
+    if k[0] != k[1]:
+        raise ParamError(f"{k[0]}x{k[1]}: blur needs a square kernel", "-k")
+    if not 1 <= k[0] <= 7:
+        raise ParamError(f"{k[0]}: blur kernels are binomial of size 1..7", "-k")
+    s = p.get("stride") or (2, 2)
+    if s[0] != s[1]:
+        raise ParamError(f"{s[0]}x{s[1]}: blur needs one stride for both axes", "-s")
+
+
+def affine(params: dict, channels: int) -> dict:
+    """``eps``, ``weight`` and ``bias`` for a normalization from ``--eps``/``--gamma``/``--beta``:
+    one value for all channels or one per channel (a ValueError names the option otherwise)."""
+    out = {"eps": params.get("eps", PARAMS["eps"].default)}
+    for key, arg in (("gamma", "weight"), ("beta", "bias")):
+        v = params.get(key)
+        if v is not None and len(v) not in (1, channels):
+            valid = "1" if channels == 1 else f"1 or {channels}"
+            raise ValueError(f"--{key} has {len(v)} values for a {channels}-channel image "
+                             f"(give {valid})")
+        out[arg] = None if v is None else (float(v[0]) if len(v) == 1 else list(v))
+    return out
+
+
+def _num(v) -> str:
+    """Integers as integers, other numbers with 5 significant digits (``inf`` as is)."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.5g}"
+
+
+def _pair(v) -> str:
+    return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+
+
+def describe(op: "Operator", params: dict, info: dict | None = None) -> str:
+    """``k=4 s=4 seed=0`` style text of the parameters that matter for ``op``."""
+    p = op.resolve(params)
+    parts = []
+    for name in op.params:
+        text = PARAMS[name].show(p[name], p) if PARAMS[name].show else None
+        if text:
+            parts.append(text)
+    if info and "k" in info:
+        parts.append(f"k={info['k']}")
+    return " ".join(parts)
+
 
 
 def _pool_args(p: dict) -> tuple:
@@ -243,42 +396,33 @@ def _run_lse(x, p, want_indices):
 def _run_blur(x, p, want_indices):
     from poolcli.ops.zoo import blur_pool2d
 
-    k = p["kernel"]
-    if k[0] != k[1]:
-        raise ValueError(f"blur needs a square kernel, got {k[0]}x{k[1]}")
-    stride = p["stride"] or (2, 2)
-    if stride[0] != stride[1]:
-        raise ValueError(f"blur needs one stride for both axes, got {stride[0]}x{stride[1]}")
-    return Result(blur_pool2d(x, k[0], stride[0]))
-
-
-def _affine(p: dict) -> dict:
-    return {"eps": p["eps"], "weight": p.get("gamma"), "bias": p.get("beta")}
+    _check_blur(p)  # square kernel and stride: blur_pool2d takes one size each
+    return Result(blur_pool2d(x, p["kernel"][0], (p.get("stride") or (2, 2))[0]))
 
 
 def _run_instance(x, p, want_indices):
     from poolcli.ops.norm import instance_norm
 
-    return Result(instance_norm(x, **_affine(p)))
+    return Result(instance_norm(x, **affine(p, x.shape[-1])))
 
 
 def _run_layer(x, p, want_indices):
     from poolcli.ops.norm import layer_norm
 
-    return Result(layer_norm(x, **_affine(p)))
+    return Result(layer_norm(x, **affine(p, x.shape[-1])))
 
 
 def _run_group(x, p, want_indices):
     from poolcli.ops.norm import group_norm
 
-    return Result(group_norm(x, p["groups"], **_affine(p)))
+    return Result(group_norm(x, p["groups"], **affine(p, x.shape[-1])))
 
 
 def _run_batch(x, p, want_indices):
     """Batch norm over ``x`` as one batch (N, H, W, C), training statistics."""
     from poolcli.ops.norm import batch_norm
 
-    return Result(batch_norm(x, None, None, training=True, **_affine(p)))
+    return Result(batch_norm(x, None, None, training=True, **affine(p, x.shape[-1])))
 
 
 _WINDOW = ("kernel", "stride", "padding", "dilation", "ceil_mode")
@@ -286,66 +430,78 @@ _NORM = ("eps", "gamma", "beta")
 
 OPERATORS: list[Operator] = [
     Operator("max", "pool", "Max pooling: the largest value of each window.",
-             "torch.nn.functional.max_pool2d", _WINDOW, _run_max, selects=True),
+             "torch.nn.functional.max_pool2d", _WINDOW, _run_max, selects=True, formula="max"),
     Operator("avg", "pool", "Average (mean) pooling of each window.",
              "torch.nn.functional.avg_pool2d",
              ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"), _run_avg,
-             aliases=("mean",)),
+             aliases=("mean",), formula="mean"),
     Operator("min", "pool", "Min pooling: the smallest value of each window.",
-             "-max_pool2d(-x), without the negation overflow", _WINDOW, _run_min, selects=True),
+             "-max_pool2d(-x), without the negation overflow", _WINDOW, _run_min, selects=True,
+             formula="min"),
     Operator("lp", "pool", "Power-average pooling: (sum |x|^p)^(1/p) over each window.",
              "torch.nn.functional.lp_pool2d (Boureau et al. 2010)",
-             ("norm_type", "kernel", "stride", "ceil_mode"), _run_lp),
+             ("norm_type", "kernel", "stride", "ceil_mode"), _run_lp, formula="lp"),
     Operator("gap", "pool", "Global average pooling: one mean per channel (Lin et al. 2013).",
-             "Network in Network, arXiv:1312.4400", (), _run_gap),
+             "Network in Network, arXiv:1312.4400", (), _run_gap, explain="global",
+             formula="mean"),
     Operator("gmp", "pool", "Global max pooling: one maximum per channel.",
-             "torch.nn.functional.adaptive_max_pool2d(x, 1)", (), _run_gmp, selects=True),
+             "torch.nn.functional.adaptive_max_pool2d(x, 1)", (), _run_gmp, selects=True,
+             explain="global", formula="max"),
     Operator("adaptive-avg", "pool", "Adaptive average pooling to a fixed output size.",
-             "torch.nn.functional.adaptive_avg_pool2d", ("output_size",), _run_adaptive_avg),
+             "torch.nn.functional.adaptive_avg_pool2d", ("output_size",), _run_adaptive_avg,
+             explain="adaptive", formula="mean"),
     Operator("adaptive-max", "pool", "Adaptive max pooling to a fixed output size.",
              "torch.nn.functional.adaptive_max_pool2d", ("output_size",), _run_adaptive_max,
-             selects=True),
+             selects=True, explain="adaptive", formula="max"),
     Operator("stochastic", "pool",
              "Stochastic pooling: sample a cell with probability a/sum(a) (test: weighted mean).",
              "Zeiler & Fergus, ICLR 2013, arXiv:1301.3557; Caffe StoPoolForwardTrain/Test",
              ("kernel", "stride", "padding", "ceil_mode", "mode", "seed"), _run_stochastic,
-             selects=True),
+             selects=True, formula="stochastic", selects_if=lambda p: p.get("mode") != "test"),
     Operator("kmax", "pool",
              "K-max pooling: the k largest values of each row (or column), in original order.",
              "Kalchbrenner et al., ACL 2014 (DCNN), arXiv:1404.2188",
-             ("k", "axis", "k_top", "layer", "layers"), _run_kmax, selects=True),
+             ("k", "axis", "k_top", "layer", "layers"), _run_kmax, selects=True,
+             explain="kmax"),
     Operator("sort", "pool", "Sort pooling: weighted sum of each window's largest values.",
              "Singla 2017 (sort_pool2d); weights largest first",
-             ("kernel", "stride", "padding", "ceil_mode", "weights"), _run_sort),
+             ("kernel", "stride", "padding", "ceil_mode", "weights"), _run_sort,
+             formula="sort", checks=(_check_sort,)),
     Operator("mixed", "pool", "Mixed pooling: alpha*max + (1-alpha)*avg.",
              "Yu et al., RSKT 2014, 'Mixed pooling for CNNs'",
-             ("kernel", "stride", "padding", "ceil_mode", "alpha"), _run_mixed),
+             ("kernel", "stride", "padding", "ceil_mode", "alpha"), _run_mixed,
+             formula="mixed", checks=(_check_mixed,)),
     Operator("softpool", "pool", "SoftPool: softmax-weighted sum sum(e^a a)/sum(e^a).",
              "Stergiou et al., ICCV 2021, arXiv:2101.00440",
-             ("kernel", "stride", "ceil_mode"), _run_softpool),
+             ("kernel", "stride", "ceil_mode"), _run_softpool, formula="softpool"),
     Operator("gem", "pool", "Generalized-mean pooling: mean(clamp(x, eps)^p)^(1/p).",
              "Radenović et al., TPAMI 2018, arXiv:1711.02512",
-             ("kernel", "stride", "ceil_mode", "p"), _run_gem),
+             ("kernel", "stride", "ceil_mode", "p"), _run_gem, formula="gem"),
     Operator("lse", "pool", "Log-sum-exp pooling: (1/r) log mean(e^(r x)).",
              "Pinheiro & Collobert, CVPR 2015, arXiv:1411.6228",
-             ("kernel", "stride", "ceil_mode", "r"), _run_lse),
+             ("kernel", "stride", "ceil_mode", "r"), _run_lse, formula="lse"),
     Operator("blur", "pool", "BlurPool: binomial low-pass filter, then subsample (anti-aliased).",
              "Zhang, ICML 2019, 'Making CNNs shift-invariant again', arXiv:1904.11486",
-             ("kernel", "stride"), _run_blur),
+             ("kernel", "stride"), _run_blur, explain="blur", defaults={"stride": (2, 2)},
+             checks=(_check_blur,)),
     Operator("instance", "norm",
              "Instance (contrast) normalization: each channel of each image to mean 0, var 1.",
              "Ulyanov et al. 2016, arXiv:1607.08022; torch.nn.functional.instance_norm",
-             _NORM, _run_instance, aliases=("contrast",)),
+             _NORM, _run_instance, aliases=("contrast",), explain="norm",
+             scope="this image's channel"),
     Operator("batch", "norm",
              "Batch normalization: channels normalized with statistics of the whole batch.",
              "Ioffe & Szegedy 2015, arXiv:1502.03167; torch.nn.functional.batch_norm",
-             _NORM, _run_batch),
+             _NORM, _run_batch, explain="norm",
+             scope="the batch (N, H, W); a batch of this one image"),
     Operator("layer", "norm", "Layer normalization: each image over all its pixels and channels.",
              "Ba et al. 2016, arXiv:1607.06450; torch.nn.functional.layer_norm",
-             _NORM, _run_layer),
+             _NORM, _run_layer, explain="norm",
+             scope="all pixels and channels of the image (one channel here)"),
     Operator("group", "norm", "Group normalization: each image over groups of channels.",
              "Wu & He 2018, arXiv:1803.08494; torch.nn.functional.group_norm",
-             (*_NORM, "groups"), _run_group),
+             (*_NORM, "groups"), _run_group, explain="norm",
+             scope="each of {groups} channel group(s) (one channel here)"),
 ]
 
 
