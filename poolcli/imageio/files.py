@@ -9,9 +9,12 @@ file is removed, so a crash leaves no half file. Import-light: no numpy.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -99,8 +102,24 @@ def temp_prefix(directory: str, basename: str) -> str:
     return f".{name}."
 
 
+@contextlib.contextmanager
+def signals_blocked():
+    """SIGINT and SIGTERM wait until the block ends (where the platform allows), so a rename
+    and the bookkeeping that says it happened are never split by an interrupt."""
+    blockable = hasattr(signal, "pthread_sigmask") and \
+        threading.current_thread() is threading.main_thread()
+    if not blockable:
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], None],
-                 overwrite: bool) -> None:
+                 overwrite: bool, on_commit: Callable[[str], None] | None = None) -> None:
     """Write a file atomically: ``encode(fh)`` fills a temporary file that is then renamed.
 
     Parameters
@@ -112,6 +131,9 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
     overwrite : bool
         Replace an existing ``target``. Without it an existing target is an error, also when it
         appears while ``encode`` runs (the temporary file is hard-linked, never renamed over it).
+    on_commit : callable, optional
+        Called with ``target`` right after the rename, with SIGINT/SIGTERM held back from the
+        rename to the end of the call: whoever counts outputs never misses a complete one.
 
     Raises
     ------
@@ -138,11 +160,14 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
             temp_path = fh.name
             encode(fh)
         os.chmod(temp_path, default_file_mode())
-        if overwrite:
-            os.replace(temp_path, target)
-        else:
-            _link_no_clobber(temp_path, target)
-        temp_path = None
+        with signals_blocked():
+            if overwrite:
+                os.replace(temp_path, target)
+            else:
+                _link_no_clobber(temp_path, target)
+            temp_path = None
+            if on_commit is not None:
+                on_commit(target)
     except ImageWriteError:
         raise
     except FileNotFoundError:

@@ -14,7 +14,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -55,6 +55,7 @@ def write_image(
     quality: int | None = None,
     overwrite: bool = False,
     format: str | None = None,
+    on_commit: Callable[[str], None] | None = None,
 ) -> None:
     """Encode ``array`` and write it to ``path`` atomically.
 
@@ -78,6 +79,9 @@ def write_image(
     format : str, optional
         Format name overriding the suffix (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"WEBP"``,
         ``"GIF"``, ``"NPY"``).
+    on_commit : callable, optional
+        Called with the path once the file is complete and renamed into place (see
+        :func:`poolcli.imageio.files.atomic_write`).
 
     Notes
     -----
@@ -135,7 +139,7 @@ def write_image(
         except OSError as exc:
             raise ImageWriteError(f"<stdout>: {os_problem(exc, 'cannot write')}") from None
         return
-    atomic_write(target, encode, overwrite)
+    atomic_write(target, encode, overwrite, on_commit)
 
 
 def _output_format(target: str, format: str | None, to_stdout: bool) -> str:
