@@ -37,6 +37,10 @@ _HOME = {
     "layer_norm": "norm",
     "group_norm": "norm",
     "RunningStats": "norm",
+    # window geometry, for tools that draw windows (explain): the one place computing them
+    "pool_axes": "_geometry",
+    "pool_output_size": "_geometry",
+    "adaptive_bounds": "_geometry",
 }
 
 __all__ = list(_HOME)
@@ -56,6 +60,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from poolcli.ops._geometry import adaptive_bounds, pool_axes, pool_output_size
     from poolcli.ops.adaptive import (
         adaptive_avg_pool2d,
         adaptive_max_pool2d,
