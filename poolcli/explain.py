@@ -3,7 +3,7 @@
 Pure: numpy in, an :class:`Explanation` (text blocks and grids) out, rendered as plain text
 (:func:`render_plain`) or rich tables (:func:`render_rich`). The numbers shown as results are
 always the operator's own output (run through the registry); the formulas beside them spell out
-the arithmetic. Window positions come from :func:`poolcli.ops._geometry.pool_axes` (and
+the arithmetic. Window positions come from :func:`poolcli.ops.pool_axes` (and
 ``adaptive_bounds``), the one place window geometry is defined: window ``j`` of an axis reads
 input positions ``j*s - p + t*d`` for taps ``t = 0..k-1``.
 
@@ -28,7 +28,6 @@ MAX_SIDE = 20  # largest matrix side explained (a terminal-sized example)
 MAX_TERMS = 16  # longer sums are summarized
 PAD = "·"
 
-_WINDOWED = {"max", "min", "avg", "lp", "stochastic", "sort", "mixed", "softpool", "gem", "lse"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,10 +188,7 @@ def _sum_text(vals, n_div, out) -> str:
 
 
 def _resolve(op, params: dict, seed: int) -> dict:
-    p = {}
-    for name in op.params:
-        value = params.get(name, registry.PARAMS[name].default)
-        p[name] = value
+    p = op.resolve(params)
     if "seed" in op.params:
         p["seed"] = seed
     return p
@@ -220,26 +216,18 @@ def explain(x, op_name: str, params: dict | None = None, *, seed: int = 0) -> Ex
     if x.ndim != 2 or 0 in x.shape:
         raise ValueError(f"explain needs a non-empty 2-D matrix, got shape {x.shape}")
     p = _resolve(op, params or {}, seed)
-    run_p = dict(p)
-    if op.family == "norm":
-        for key in ("gamma", "beta"):
-            v = run_p.get(key)
-            if v is not None:
-                if len(v) != 1:
-                    raise ValueError(f"--{key} has {len(v)} values; the example has 1 channel")
-                run_p[key] = float(v[0])
-    result = op.run(x[:, :, None], run_p, op.selects)
+    result = op.run(x[:, :, None], dict(p), op.selects)
     out = np.asarray(result.values)[:, :, 0]
     idx = None if result.indices is None else np.asarray(result.indices)[:, :, 0]
     e = Explanation(op.name, [f"{op.name}: {op.summary}", f"source: {op.source}"], output=out,
                     indices=idx, info=dict(result.info))
-    if op.name in _WINDOWED:
+    if op.explain == "window":
         _explain_windowed(e, op, x, p, out, idx)
-    elif op.name in ("adaptive-avg", "adaptive-max", "gap", "gmp"):
+    elif op.explain in ("adaptive", "global"):
         _explain_adaptive(e, op, x, p, out, idx)
-    elif op.name == "kmax":
+    elif op.explain == "kmax":
         _explain_kmax(e, x, p, out, idx)
-    elif op.name == "blur":
+    elif op.explain == "blur":
         _explain_blur(e, x, p, out)
     else:
         _explain_norm(e, op, x, p, out)
@@ -268,14 +256,14 @@ def _window_formula(op, p, vals, out_v, sel, idx_v, div=None) -> str:
     """The arithmetic of one window, ending in the operator's own result ``out_v``."""
     out = fmt_value(out_v)
     sv = [fmt_value(v) for v in vals]
-    name = op.name
-    if name in ("max", "min", "adaptive-max", "gmp"):
-        fn = "min" if name == "min" else "max"
+    name = op.formula
+    if name in ("max", "min"):
+        fn = name
         listed = ", ".join(sv) if len(sv) <= MAX_TERMS else f"{len(sv)} cells"
         if sel is None:
             return f"{fn}({listed}) = {out} (window lies in the padding; index {int(idx_v)})"
         return f"{fn}({listed}) = {out} at ({sel[0]},{sel[1]}) -> index {int(idx_v)}"
-    if name in ("avg", "adaptive-avg", "gap"):
+    if name == "mean":
         n_div = len(vals) if div is None else div
         text = _sum_text(vals, n_div, out)
         if div is not None and div > len(vals):
@@ -339,8 +327,35 @@ def _window_formula(op, p, vals, out_v, sel, idx_v, div=None) -> str:
     return f"= {out}"
 
 
+def _settings(op, p) -> list[str]:
+    """``kernel 2x2, stride 2x2, padding 0x0, ..., mode train, seed 0`` for the header."""
+    ceil = bool(p.get("ceil_mode", False))
+    out = [f"kernel {_pair(p['kernel'])}", f"stride {_pair(p.get('stride') or p['kernel'])}"]
+    if "padding" in op.params:
+        out.append(f"padding {_pair(p.get('padding') or (0, 0))}")
+    if "dilation" in op.params:
+        out.append(f"dilation {_pair(p.get('dilation') or (1, 1))}")
+    if "ceil_mode" in op.params:
+        out.append("ceil mode" if ceil else "floor mode")
+    if "count_include_pad" in op.params:
+        out.append(f"count_include_pad {'on' if p['count_include_pad'] else 'off'}")
+    for name in ("norm_type", "p", "r"):
+        if name in op.params:
+            out.append(f"{'r' if name == 'r' else 'p'} = {fmt_value(float(p[name]))}")
+    if "mode" in op.params:
+        out.append(f"mode {p['mode']}")
+        if p["mode"] == "train" and "seed" in op.params:
+            out.append(f"seed {p['seed']}")
+    if "weights" in op.params:
+        out.append("weights " + ", ".join(fmt_value(v) for v in p["weights"])
+                   + " (largest value first)")
+    if "alpha" in op.params:
+        out.append(f"alpha {fmt_value(float(p['alpha']))}")
+    return out
+
+
 def _explain_windowed(e, op, x, p, out, idx):
-    from poolcli.ops._geometry import pool_axes
+    from poolcli.ops import pool_axes
 
     h, w = x.shape
     k = p["kernel"]
@@ -349,25 +364,7 @@ def _explain_windowed(e, op, x, p, out, idx):
     dil = p.get("dilation") or (1, 1)
     ceil = bool(p.get("ceil_mode", False))
     ah, aw = pool_axes((h, w), k, s, pad, dil, ceil)
-    setting = [f"kernel {_pair(k)}", f"stride {_pair(s)}"]
-    if "padding" in op.params:
-        setting.append(f"padding {_pair(pad)}")
-    if "dilation" in op.params:
-        setting.append(f"dilation {_pair(dil)}")
-    if "ceil_mode" in op.params:
-        setting.append("ceil mode" if ceil else "floor mode")
-    extra = {
-        "avg": lambda: [f"count_include_pad {'on' if p['count_include_pad'] else 'off'}"],
-        "lp": lambda: [f"p = {fmt_value(float(p['norm_type']))}"],
-        "stochastic": lambda: [f"mode {p['mode']}"] + ([f"seed {p['seed']}"]
-                                                         if p["mode"] == "train" else []),
-        "sort": lambda: ["weights " + ", ".join(fmt_value(v) for v in p["weights"])
-                         + " (largest value first)"],
-        "mixed": lambda: [f"alpha {fmt_value(float(p['alpha']))}"],
-        "gem": lambda: [f"p = {fmt_value(float(p['p']))}"],
-        "lse": lambda: [f"r = {fmt_value(float(p['r']))}"],
-    }.get(op.name, lambda: [])()
-    e.header.append(", ".join(setting + extra) + f": {h}x{w} input -> {ah.out}x{aw.out} output")
+    e.header.append(", ".join(_settings(op, p)) + f": {h}x{w} input -> {ah.out}x{aw.out} output")
     e.header.append("output size " + _out_size_line(ah, "rows", ceil))
     e.header.append("            " + _out_size_line(aw, "cols", ceil))
 
@@ -381,7 +378,7 @@ def _explain_windowed(e, op, x, p, out, idx):
     c0 = min(0, min(t[0] for t in col_taps))
     c1 = max(w - 1, max(t[-1] for t in col_taps))
     divisors = None
-    if op.name == "avg":
+    if "count_include_pad" in op.params:
         divisors = np.outer(ah.divisors(p["count_include_pad"]),
                             aw.divisors(p["count_include_pad"]))
     lines, marks = [], []
@@ -491,11 +488,11 @@ def _output_sections(e, x, out, idx, marks, *, unpool_geometry=None, scatter=Fal
 
 
 def _explain_adaptive(e, op, x, p, out, idx):
-    from poolcli.ops._geometry import adaptive_bounds
+    from poolcli.ops import adaptive_bounds
 
     h, w = x.shape
     oh, ow = out.shape
-    if op.name in ("gap", "gmp"):
+    if op.explain == "global":
         e.header.append(f"one window over the whole {h}x{w} input -> 1x1 output")
     else:
         e.header.append(f"output size {_pair(p['output_size'])}: window i of an axis of length "
@@ -589,12 +586,7 @@ def _explain_norm(e, op, x, p, out):
     xf = x.astype(np.float64)
     mean, var = float(xf.mean()), float(xf.var())
     eps = float(p["eps"])
-    scope = {
-        "instance": "this image's channel",
-        "batch": "the batch (N, H, W); a batch of this one image",
-        "layer": "all pixels and channels of the image (one channel here)",
-        "group": f"each of {p.get('groups', 1)} channel group(s) (one channel here)",
-    }[op.name]
+    scope = op.scope.format(**p)
     e.header.append(f"statistics over {scope}: mean = {fmt_value(mean)}, variance (biased) = "
                     f"{fmt_value(var)}, eps = {eps:g}")
     formula = f"y = (x - {fmt_value(mean)}) / sqrt({fmt_value(var)} + {eps:g})"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["stats_table", "json_line", "fmt_num", "describe_params", "printable"]
+__all__ = ["stats_table", "batch_stats_table", "json_line", "fmt_num", "describe_params",
+           "printable", "jsonable_clean"]
 
 
 def printable(text: str) -> str:
@@ -112,22 +113,37 @@ def stats_table(record: dict):
     return table
 
 
+def batch_stats_table(title: str, channels, mean, var, caption: str = ""):
+    """A rich Table of per-channel batch-norm statistics."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(printable(title)), title_justify="left",
+              caption=escape(printable(caption)) if caption else None, caption_justify="left")
+    for col in ("ch", "mean", "var"):
+        t.add_column(col, justify="left" if col == "ch" else "right")
+    for c, m, v in zip(channels, mean, var):
+        t.add_row(escape(printable(c)), fmt_num(float(m)), fmt_num(float(v)))
+    return t
+
+
 def json_line(record: dict) -> str:
     """One JSON object on one line; NaN/inf become null so every line parses strictly.
 
     Strings go through :func:`printable`, so a file name that is not valid UTF-8 cannot make
     the line invalid (or crash the print): its undecodable bytes appear as ``\\xNN``.
     """
-    return json.dumps(_clean(record), ensure_ascii=False, allow_nan=False)
+    return json.dumps(jsonable_clean(record), ensure_ascii=False, allow_nan=False, default=str)
 
 
-def _clean(v):
+def jsonable_clean(v):
+    """``v`` with NaN/inf as None and every string printable (see :func:`json_line`)."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, str):
         return printable(v)
     if isinstance(v, dict):
-        return {printable(str(k)): _clean(a) for k, a in v.items()}
+        return {printable(str(k)): jsonable_clean(a) for k, a in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(a) for a in v]
+        return [jsonable_clean(a) for a in v]
     return v

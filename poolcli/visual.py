@@ -206,7 +206,7 @@ class DisplayScale:
             np.uint8)
 
 
-def _colour_count(c: int, channels: tuple[str, ...] | None) -> tuple[int, bool]:
+def colour_count(c: int, channels: tuple[str, ...] | None) -> tuple[int, bool]:
     """(colour channels, has alpha) for ``c`` channels named ``channels``."""
     if channels is not None and len(channels) == c:
         alpha = c in (2, 4) and channels[-1] == "A"
@@ -260,7 +260,7 @@ def to_rgb8(
         v = v.astype(np.uint8) * 255
     if v.dtype.kind not in "uif":
         raise ValueError(f"cannot show a {v.dtype} array as an image")
-    ncol, has_alpha = _colour_count(v.shape[2], channels)
+    ncol, has_alpha = colour_count(v.shape[2], channels)
     if v.shape[2] > ncol + has_alpha:
         notes.append(f"channels {ncol + has_alpha}..{v.shape[2] - 1} not shown")
     colour = v[..., :ncol]
@@ -654,3 +654,38 @@ def preview_enabled(mode: str, stream, env=os.environ) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def draw_preview(array, mode: str, stream, *, width: int | None = None, source_dtype=None,
+                 channels=None) -> bool:
+    """Draw ``array`` on ``stream`` as a half-block picture if ``mode`` says so; True if drawn.
+
+    ``array``: any result, ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)`` (first image), any dtype,
+    mapped by :func:`to_rgb8` (pass the input's ``source_dtype`` for float results on an
+    8/16-bit scale; signed floats without it get a ``sigma:3`` stretch). ``width``: columns
+    [default: the terminal's width, at most 80, and no taller than the terminal].
+    """
+    if not preview_enabled(mode, stream):
+        return False
+    rgb, _ = to_rgb8(array, source_dtype=source_dtype, channels=channels)
+    cols = int(width) if width else preview_width(rgb.shape[:2])
+    stream.write(render_halfblocks(rgb, cols) + "\n")
+    stream.flush()
+    return True
+
+
+MAX_PREVIEW_COLS = 80
+
+
+def preview_width(hw: tuple[int, int]) -> int:
+    """Columns for an ``hw`` picture: the terminal's width (at most 80), the picture's own width
+    when smaller (but at least 16, so tiny outputs stay visible); no taller than the terminal."""
+    import shutil
+
+    size = shutil.get_terminal_size((80, 24))
+    h, w = int(hw[0]), int(hw[1])
+    cols = max(1, min(MAX_PREVIEW_COLS, size.columns, max(w, 16)))
+    max_pixel_rows = 2 * max(8, size.lines - 2)
+    if h * cols / w > max_pixel_rows:
+        cols = max(1, math.floor(max_pixel_rows * w / h))
+    return cols

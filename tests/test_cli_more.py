@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from poolcli import imageio
+from poolcli import imageio, registry
 from poolcli.cli import main
 from poolcli.imageio import indexmap
 import pathlib
@@ -56,13 +56,13 @@ def test_unpool_errors_are_one_line(workdir):
     r = run("unpool", "camera.png", "--indices", "chelsea_max.indices.npz")
     assert r.exit_code == 1 and "made for a 150x225" in r.output
     open("junk.npz", "wb").write(b"not a zip")
-    r = run("unpool", "chelsea_max.png", "--indices", "junk.npz")
-    assert r.exit_code == 1 and "junk.npz" in r.output and len(r.output.splitlines()) == 1
+    r = run("unpool", "chelsea_max.png", "--indices", "junk.npz")  # a bad side file: exit 2
+    assert r.exit_code == 2 and "junk.npz" in r.output and len(r.output.splitlines()) == 1
     np.savez("other.npz", a=np.zeros(3))
     r = run("unpool", "chelsea_max.png", "--indices", "other.npz")
-    assert r.exit_code == 1 and "not a poolcli index map" in r.output
+    assert r.exit_code == 2 and "not a poolcli index map" in r.output
     r = run("unpool", "chelsea_max.png", "--indices", "missing.npz")
-    assert r.exit_code == 1 and "missing.npz" in r.output
+    assert r.exit_code == 2 and "missing.npz" in r.output
 
 
 def test_unpool_accumulate_counts_overlaps(workdir):
@@ -112,7 +112,8 @@ def test_kmax_and_dynamic_k(workdir):
 @pytest.mark.parametrize("op", ["sort", "mixed", "softpool", "gem", "lse", "blur", "lp", "gap",
                                 "gmp", "adaptive-avg", "adaptive-max", "min", "avg"])
 def test_every_pool_operator_runs_from_the_cli(workdir, op):
-    r = run("pool", "--op", op, "-k", "3", "chelsea.png", "--json", "-q")
+    kernel = ["-k", "3"] if "kernel" in registry.get(op).params else []
+    r = run("pool", "--op", op, *kernel, "chelsea.png", "--json", "-q")
     assert r.exit_code == 0, r.output
     rec = records(r)[0]
     assert os.path.exists(rec["output"])

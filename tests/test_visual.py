@@ -15,7 +15,7 @@ from PIL import Image
 
 from poolcli import registry, visual
 from poolcli.cli import main
-from poolcli.cli_visual import auto_cols, show_preview
+from poolcli.app.sheet import auto_cols
 from poolcli.explain import explain, parse_values, render_plain, render_rich
 from poolcli.imageio import read_image
 from poolcli.ops import max_pool2d, max_unpool2d
@@ -321,6 +321,11 @@ def test_preview_enabled_rejects_unknown_mode_and_odd_streams():
     with pytest.raises(ValueError, match="auto, always, never"):
         visual.preview_enabled("sometimes", FakeStream(True), {})
     assert visual.preview_enabled("auto", object(), {}) is False
+
+
+def show_preview(array, mode, *, as_json=False, stream=None, **kw):
+    """The CLI's preview: never with --json (the reporter), else :func:`visual.draw_preview`."""
+    return False if as_json else visual.draw_preview(array, mode, stream, **kw)
 
 
 def test_show_preview_prints_to_the_stream_and_never_with_json():

@@ -10,7 +10,8 @@ import re
 
 import click
 
-__all__ = ["PairType", "FloatListType", "PAIR", "SIZE", "FLOATS", "click_type_for"]
+__all__ = ["PairType", "FloatListType", "BoundedFloat", "ShardType", "PAIR", "SIZE", "FLOATS",
+           "click_type_for"]
 
 _PAIR_RE = re.compile(r"^\s*(-?\d+)\s*(?:[x×X,]\s*(-?\d+)\s*)?$")
 
@@ -86,6 +87,23 @@ class BoundedFloat(click.ParamType):
         if self.maximum is not None and v > self.maximum:
             self.fail(f"{value!r}: must be <= {self.maximum:g}", param, ctx)
         return v
+
+
+class ShardType(click.ParamType):
+    """``I/N``: slice I of N (1-based) of the sorted inputs."""
+
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            i, n = (int(v) for v in str(value).split("/"))
+        except ValueError:
+            self.fail(f"{value!r} is not I/N (e.g. 2/8)", param, ctx)
+        if not 1 <= i <= n:
+            self.fail(f"{value!r}: need 1 <= I <= N", param, ctx)
+        return (i, n)
 
 
 PAIR = PairType()

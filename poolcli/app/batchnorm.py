@@ -1,0 +1,220 @@
+"""Batch normalization over files: one batch, fitting statistics, inference with stored ones.
+
+- :func:`apply_batch`: every input as one batch (training-mode statistics over the batch).
+- :func:`fit`: stream the inputs in chunks and accumulate exact and running statistics
+  (:class:`poolcli.ops.RunningStats`), written to a statistics file
+  (:mod:`poolcli.imageio.statsfile`).
+- :func:`infer_one`: one image normalized with stored statistics, a per-image job like any other.
+
+Tables and JSON go through the reporter, as for every command.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from poolcli import __version__, registry
+from poolcli.app.jobs import PREVIEW_KEY, build_record, read, stats_beside
+from poolcli.app.outputs import WriteOptions, write_values
+from poolcli.app.runner import Outcome, Runner, guarded
+from poolcli.errors import PoolcliError
+
+__all__ = ["FitOptions", "fit", "apply_batch", "infer_one", "inference_statistics"]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    batch_size: int = 8
+    momentum: float | None = 0.1  # None: cumulative average (PyTorch's momentum=None)
+    save_stats: str | None = None
+    force: bool = False
+
+
+def inference_statistics(stored: dict) -> tuple[list, list, str]:
+    """(mean, var, description) used for inference from a loaded statistics file."""
+    return stored["running_mean"], stored["running_var"], "running statistics"
+
+
+def infer_one(job, stats_path: str, params: dict, opts: WriteOptions, max_pixels,
+              preview: bool = False) -> dict:
+    """Normalize one image with the statistics stored at ``stats_path`` (inference mode)."""
+    import numpy as np
+
+    from poolcli.imageio import statsfile
+    from poolcli.ops import batch_norm
+
+    stored = statsfile.load(stats_path)
+    mean, var, what = inference_statistics(stored)
+    mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
+    img = read(job.source, max_pixels)
+    x = img.array
+    if x.shape[-1] != mean.size:
+        raise PoolcliError(f"{img.source}: {x.shape[-1]} channels, but {stats_path} has "
+                           f"statistics for {mean.size}")
+    p = registry.affine(params, x.shape[-1])
+    values = batch_norm(x[None], mean, var, weight=p["weight"], bias=p["bias"], training=False,
+                        eps=p["eps"])[0]
+    notes = list(img.notes) + [f"inference with {what} of {stats_path}"]
+    stats = stats_beside(x, values, img.channels, opts.stats)
+    display = write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
+                           signed=True)
+    extra = {PREVIEW_KEY: (values, None, img.channels)} if preview else {}
+    return build_record(img, job.output, "batch", params, values, notes, stats=stats,
+                        display=display, **extra)
+
+
+def _read_all(runner: Runner, jobs, max_pixels) -> list:
+    """Read every job (errors reported as outcomes); returns [(job, image)] of readable ones."""
+    loaded = []
+
+    def load(job):
+        loaded.append((job, read(job.source, max_pixels)))
+
+    for job in jobs:
+        outcome = guarded(load, job, ())
+        if outcome.status == "interrupted":
+            raise KeyboardInterrupt
+        if outcome.status == "error":
+            runner.record(outcome)
+    return loaded
+
+
+def _fail(runner: Runner, items, message: str) -> None:
+    for job, _ in items:
+        runner.record(Outcome(job.index, job.source, "error", message=message))
+
+
+def _keep_common_shape(runner: Runner, loaded: list) -> list:
+    """Batch norm needs one shape: keep the most common one, fail each odd image in one line."""
+    from collections import Counter
+
+    shapes = Counter(img.array.shape for _, img in loaded)
+    if len(shapes) <= 1:
+        return loaded
+    common = shapes.most_common(1)[0][0]
+    for job, img in loaded:
+        if img.array.shape != common:
+            runner.record(Outcome(job.index, job.source, "error", message=(
+                f"{img.source}: shape {img.array.shape} differs from the batch's {common} "
+                f"(batch norm needs images of one shape; left out)")))
+    return [(job, img) for job, img in loaded if img.array.shape == common]
+
+
+def apply_batch(runner: Runner, reporter, jobs, params: dict, opts: WriteOptions,
+                max_pixels) -> None:
+    """Batch norm of all inputs as one batch (training-mode statistics), each written."""
+    import numpy as np
+
+    from poolcli.errors import one_line
+    from poolcli.ops import batch_norm
+
+    loaded = _keep_common_shape(runner, _read_all(runner, jobs, max_pixels))
+    if not loaded:
+        return
+    batch = np.stack([img.array for _, img in loaded])
+    channels = loaded[0][1].channels
+    try:
+        p = registry.affine(params, batch.shape[-1])
+        values = batch_norm(batch, None, None, weight=p["weight"], bias=p["bias"],
+                            training=True, eps=p["eps"])
+    except (ValueError, TypeError) as exc:
+        names = ", ".join(img.source for _, img in loaded)
+        _fail(runner, loaded, f"{names}: {one_line(exc)}")
+        return
+    x64 = batch.astype(np.float64)
+    reporter.batch_stats(f"batch statistics over {len(loaded)} images", channels,
+                         x64.mean(axis=(0, 1, 2)), x64.var(axis=(0, 1, 2)),
+                         "biased variance, as used for normalizing")
+    del x64
+    results = {job.index: out for (job, _), out in zip(loaded, values)}
+    images = {job.index: img for job, img in loaded}
+
+    def write(job):
+        img, out = images[job.index], results[job.index]
+        notes = list(img.notes) + [f"batch statistics over {len(loaded)} images"]
+        display = write_values(out, job.output, channels=img.channels, opts=opts, notes=notes,
+                               signed=True)
+        return build_record(img, job.output, "batch", params, out, notes,
+                            stats=opts.stats or None, display=display)
+
+    runner.run([job for job, _ in loaded], write)
+
+
+def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_pixels) -> None:
+    """Stream the inputs in chunks and accumulate statistics; write them to ``save_stats``."""
+    from poolcli.errors import one_line
+    from poolcli.ops import RunningStats
+
+    rs = RunningStats()
+    shape, channels, used, chunk = None, None, [], []
+
+    def flush():
+        if chunk:
+            import numpy as np
+
+            try:
+                rs.update(np.stack([img.array for _, img in chunk]), momentum=fit_opts.momentum)
+            except (ValueError, TypeError) as exc:
+                _fail(runner, chunk, f"{', '.join(img.source for _, img in chunk)}: "
+                                     f"{one_line(exc)}")
+            else:
+                used.extend(chunk)
+            chunk.clear()
+
+    for job, img in _read_each(runner, jobs, max_pixels):
+        if shape is None:
+            shape, channels = img.array.shape, img.channels
+        if img.array.shape != shape:
+            runner.record(Outcome(job.index, job.source, "error", message=(
+                f"{img.source}: shape {img.array.shape} differs from the first image's "
+                f"{shape}; batch statistics need one shape")))
+            continue
+        chunk.append((job, img))
+        if len(chunk) == fit_opts.batch_size:
+            flush()
+    flush()
+    if not used:
+        return
+    record = _stats_record(rs, channels, used, shape, params, fit_opts)
+    momentum = "cumulative" if fit_opts.momentum is None else f"{fit_opts.momentum:g}"
+    reporter.batch_stats(
+        f"running statistics over {len(used)} images ({rs.num_batches_tracked} chunks)",
+        channels, rs.running_mean, rs.running_var,
+        f"momentum {momentum}; exact mean/var over all pixels: "
+        + ", ".join(f"{m:.4g}/{v:.4g}" for m, v in zip(rs.mean, rs.var)))
+    if fit_opts.save_stats:
+        from poolcli.app.runner import track_commit
+        from poolcli.imageio import statsfile
+
+        statsfile.save(fit_opts.save_stats, record, overwrite=fit_opts.force,
+                       on_commit=track_commit)
+    runner.tally.ok += len(used)  # the fitted images are in the statistics now on disk
+    reporter.json({"stats": record, "output": fit_opts.save_stats})
+
+
+def _read_each(runner: Runner, jobs, max_pixels):
+    """Yield (job, image) one at a time; unreadable inputs are reported as failures."""
+    for job in jobs:
+        box = []
+        outcome = guarded(lambda j: box.append(read(j.source, max_pixels)), job, ())
+        if outcome.status == "interrupted":
+            raise KeyboardInterrupt
+        if outcome.status == "error":
+            runner.record(outcome)
+            continue
+        yield job, box[0]
+
+
+def _stats_record(rs, channels, used, shape, params, fit_opts: FitOptions) -> dict:
+    from poolcli.imageio import statsfile
+
+    return {
+        "format": statsfile.FORMAT, "format_version": statsfile.FORMAT_VERSION,
+        "poolcli_version": __version__, "channels": list(channels), "images": len(used),
+        "count": int(rs.count), "mean": rs.mean.tolist(), "var": rs.var.tolist(),
+        "var_unbiased": rs.var_unbiased.tolist(), "running_mean": rs.running_mean.tolist(),
+        "running_var": rs.running_var.tolist(), "num_batches_tracked": int(rs.num_batches_tracked),
+        "momentum": fit_opts.momentum, "batch_size": fit_opts.batch_size, "eps": params["eps"],
+        "shape": list(shape), "sources": [os.path.basename(img.source) for _, img in used],
+    }
