@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from poolcli import registry
+from poolcli.formats import fmt_num
 
 __all__ = ["Grid", "Block", "Explanation", "parse_values", "random_matrix", "explain",
            "render_plain", "render_rich", "fmt_value", "MAX_SIDE"]
@@ -89,17 +90,7 @@ def fmt_value(v) -> str:
     >>> fmt_value(6), fmt_value(3.75), fmt_value(2.0), fmt_value(1 / 3), fmt_value(-0.0)
     ('6', '3.75', '2', '0.333', '0')
     """
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    v = float(v)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    text = f"{v:.3f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    return fmt_num(v, decimals=3)
 
 
 @dataclass

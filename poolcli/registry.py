@@ -234,9 +234,9 @@ def affine(params: dict, channels: int) -> dict:
 
 
 def _num(v) -> str:
-    """Integers as integers, other numbers with 5 significant digits (``inf`` as is)."""
-    v = float(v)
-    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.5g}"
+    from poolcli.formats import fmt_num
+
+    return fmt_num(v)
 
 
 def _pair(v) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+from poolcli.formats import fmt_num
+
 __all__ = ["stats_table", "batch_stats_table", "json_line", "fmt_num", "describe_params",
            "printable", "jsonable_clean"]
 
@@ -38,21 +40,6 @@ def printable(text: str) -> str:
     except UnicodeEncodeError:  # surrogates that are not escaped bytes
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return raw.decode("utf-8", "backslashreplace")
-
-
-def fmt_num(v) -> str:
-    """Compact number: integers as integers, others with 5 significant digits."""
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if v.is_integer() and abs(v) < 1e15:
-            return str(int(v))
-        return f"{v:.5g}"
-    return str(v)
 
 
 def describe_params(params: dict) -> str:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from poolcli.formats import DEFAULT_DISPLAY
+
 __all__ = [
     "MARGIN",
     "GAP",
@@ -270,7 +272,7 @@ def to_rgb8(
             finite = colour[np.isfinite(colour)]
             signed = bool(finite.size and finite.min() < 0)
     if signed:
-        rgb8, desc = to_display(colour, "sigma:3")
+        rgb8, desc = to_display(colour, DEFAULT_DISPLAY)
         notes.append(f"display {desc}")
         if has_alpha:
             notes.append("alpha dropped")

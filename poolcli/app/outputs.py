@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from poolcli.formats import DEFAULT_DISPLAY
+
 __all__ = ["WriteOptions", "write_values"]
 
 
@@ -25,7 +27,7 @@ class WriteOptions:
     force: bool = False
     quality: int | None = None
     compress_level: int | None = None
-    display: str = "sigma:3"
+    display: str = DEFAULT_DISPLAY
     stats: bool = True  # compute statistics for the record (someone will see them)
 
 

@@ -14,6 +14,7 @@ import os
 from poolcli import registry
 from poolcli.app.jobs import jsonable, pool_compute, read
 from poolcli.errors import one_line
+from poolcli.formats import fmt_num
 
 __all__ = ["auto_cols", "image_tiles", "build_sheet", "Sheet", "AUTO_COLS_MAX"]
 
@@ -43,12 +44,7 @@ def _colour_stats(values, ncol: int) -> tuple[float, float]:
 
 def _short(v) -> str:
     """4 significant digits, whole numbers from 1000 on, 0 for tiny values."""
-    v = float(v)
-    if not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if abs(v) < 5e-4:
-        return "0"
-    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return fmt_num(v, digits=4, tiny=5e-4, whole=True)
 
 
 def _stat_text(shape, mean, std) -> str:

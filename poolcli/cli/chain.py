@@ -7,7 +7,9 @@ import click
 
 from poolcli import registry
 from poolcli.cli import common
-from poolcli.cli.options import CONTEXT, BatchArgs, batch_options, op_options, usage
+from poolcli.cli.options import CONTEXT, BatchArgs, batch_options, display_option, op_options, \
+    usage
+from poolcli.formats import DEFAULT_DISPLAY
 
 
 @click.group("chain", chain=True, context_settings=CONTEXT, invoke_without_command=True)
@@ -60,7 +62,7 @@ def _run_chain(stages, inputs, pipeline_file, stats_mode, **kw):
     reads = [pipeline_file] + [s.flags.get("stats") for s in stages]
     plan = common.plan(reporter, inputs, "-".join(s.op for s in stages), b,
                        side_files=pipeline_side_files(stages), reads=[r for r in reads if r])
-    display = next((s.flags["display"] for s in stages if s.command == "norm"), "sigma:3")
+    display = next((s.flags["display"] for s in stages if s.command == "norm"), DEFAULT_DISPLAY)
     common.run(reporter, plan.jobs, run_pipeline,
                (stages, common.write_options(b, display), b.max_pixels, stats_mode), b)
     common.exit_with(reporter)
@@ -92,8 +94,7 @@ def chain_pool(op_name, save_indices, **op_params):
 @click.option("--op", "op_name", type=click.Choice(registry.names("norm")), default="instance",
               show_default=True, help="Normalization.")
 @op_options("norm")
-@click.option("--display", default="sigma:3", show_default=True,
-              help="Mapping of signed results to 8-bit files (minmax, sigma:K, clip).")
+@display_option
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), default=None,
               help="batch: stored statistics (inference mode; required in a chain).")
 def chain_norm(op_name, display, stats_file, **op_params):

@@ -13,6 +13,7 @@ import click
 from poolcli import registry
 from poolcli.cli.options import BatchArgs, usage
 from poolcli.errors import ExitStatus
+from poolcli.formats import DEFAULT_DISPLAY
 
 __all__ = ["checked_op", "plan", "run", "read_inputs", "exit_with"]
 
@@ -98,7 +99,7 @@ def runner_for(reporter, b: BatchArgs, workers: int = 1):
                   verbose=b.verbose)
 
 
-def write_options(b: BatchArgs, display: str = "sigma:3"):
+def write_options(b: BatchArgs, display: str = DEFAULT_DISPLAY):
     """How outputs are written; statistics only when someone will see them."""
     from poolcli.app.outputs import WriteOptions
 

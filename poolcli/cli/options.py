@@ -12,13 +12,12 @@ import click
 
 from poolcli import registry
 from poolcli.cli.paramtypes import ShardType, click_type_for
-from poolcli.formats import OUTPUT_FORMATS
+from poolcli.formats import DEFAULT_DISPLAY, OUTPUT_FORMATS
 
 __all__ = ["CONTEXT", "op_options", "preview_option", "batch_options", "input_options",
            "BatchArgs", "usage", "DEFAULT_DISPLAY", "display_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-DEFAULT_DISPLAY = "sigma:3"
 
 
 def _show(param, default):
