@@ -20,7 +20,8 @@ from poolcli.app.outputs import WriteOptions, write_values
 from poolcli.app.runner import Outcome, Runner, guarded
 from poolcli.errors import PoolcliError
 
-__all__ = ["FitOptions", "fit", "apply_batch", "infer_one", "inference_statistics"]
+__all__ = ["FitOptions", "fit", "apply_batch", "infer_one", "inference_statistics",
+           "normalize_with"]
 
 
 @dataclass(frozen=True)
@@ -36,27 +37,36 @@ def inference_statistics(stored: dict) -> tuple[list, list, str]:
     return stored["running_mean"], stored["running_var"], "running statistics"
 
 
-def infer_one(job, stats_path: str, params: dict, opts: WriteOptions, max_pixels,
-              preview: bool = False) -> dict:
-    """Normalize one image with the statistics stored at ``stats_path`` (inference mode)."""
+def normalize_with(x, stored: dict, params: dict, what: str):
+    """Batch norm of one image ``x`` (H, W, C) in inference mode with the loaded statistics
+    ``stored`` of the file ``what``; returns (values, description of the statistics)."""
     import numpy as np
 
-    from poolcli.imageio import statsfile
     from poolcli.ops import batch_norm
 
-    stored = statsfile.load(stats_path)
-    mean, var, what = inference_statistics(stored)
+    mean, var, used = inference_statistics(stored)
     mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
-    img = read(job.source, max_pixels)
-    x = img.array
     if x.shape[-1] != mean.size:
-        raise PoolcliError(f"{img.source}: {x.shape[-1]} channels, but {stats_path} has "
-                           f"statistics for {mean.size}")
+        raise ValueError(f"{x.shape[-1]} channels, but {what} has statistics for {mean.size}")
     p = registry.affine(params, x.shape[-1])
     values = batch_norm(x[None], mean, var, weight=p["weight"], bias=p["bias"], training=False,
                         eps=p["eps"])[0]
-    notes = list(img.notes) + [f"inference with {what} of {stats_path}"]
-    stats = stats_beside(x, values, img.channels, opts.stats)
+    return values, used
+
+
+def infer_one(job, stats_path: str, params: dict, opts: WriteOptions, max_pixels,
+              preview: bool = False) -> dict:
+    """Normalize one image with the statistics stored at ``stats_path`` (inference mode)."""
+    from poolcli.imageio import statsfile
+
+    stored = statsfile.load(stats_path)
+    img = read(job.source, max_pixels)
+    try:
+        values, used = normalize_with(img.array, stored, params, stats_path)
+    except ValueError as exc:
+        raise PoolcliError(f"{img.source}: {exc}") from None
+    notes = list(img.notes) + [f"inference with {used} of {stats_path}"]
+    stats = stats_beside(img.array, values, img.channels, opts.stats)
     display = write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
                            signed=True)
     extra = {PREVIEW_KEY: (values, None, img.channels)} if preview else {}

@@ -64,20 +64,11 @@ def _norm_stage(stage, x):
     op = registry.get(stage.op)
     if op.name != "batch":
         return op.run(x, stage.params, False).values
-    import numpy as np
-
-    from poolcli.app.batchnorm import inference_statistics
+    from poolcli.app.batchnorm import normalize_with
     from poolcli.imageio import statsfile
-    from poolcli.ops import batch_norm
 
     path = stage.flags["stats"]
-    mean, var, _ = inference_statistics(statsfile.load(path))
-    mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
-    if x.shape[-1] != mean.size:
-        raise ValueError(f"{x.shape[-1]} channels, but {path} has statistics for {mean.size}")
-    p = registry.affine(stage.params, x.shape[-1])
-    return batch_norm(x[None], mean, var, weight=p["weight"], bias=p["bias"], training=False,
-                      eps=p["eps"])[0]
+    return normalize_with(x, statsfile.load(path), stage.params, path)[0]
 
 
 def run_pipeline(job, stages: list[Stage], opts: WriteOptions, max_pixels,
