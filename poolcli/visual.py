@@ -462,29 +462,80 @@ def _text_width(font, text: str) -> float:
         return box[2] - box[0]
 
 
-def wrap_label(lines: list[str], font, width: int, max_lines: int = LABEL_LINES) -> list[str]:
-    """Wrap label lines to ``width`` pixels; at most ``max_lines`` lines, the last ellipsized."""
+ELLIPSIS = "…"
+
+
+def _fits(font, text: str, width: int) -> bool:
+    return _text_width(font, text) <= width
+
+
+def _last_true(ok, lo: int, hi: int) -> int:
+    """The largest ``k`` in ``lo..hi`` with ``ok(k)``, given ``ok(lo)`` and that ``ok`` turns
+    false once (monotone). Galloping from ``lo``, then bisection: ``O(log(k - lo))`` calls, and
+    no call beyond ``2 * (k - lo)`` past ``lo`` (candidates stay short when ``hi`` is huge)."""
+    step, good = 1, lo
+    while good < hi:  # gallop: good + 1, good + 2, good + 4, ... until one fails
+        probe = min(hi, lo + step)
+        if not ok(probe):
+            hi = probe - 1
+            break
+        good, step = probe, step * 2
+    while good < hi:  # bisection on good..hi: ok(good) holds, ok(hi + 1) does not
+        mid = (good + hi + 1) // 2
+        if ok(mid):
+            good = mid
+        else:
+            hi = mid - 1
+    return good
+
+
+def _ellipsized(font, text: str, width: int) -> str:
+    """The longest prefix of ``text`` that fits ``width`` with an ellipsis after it, plus
+    the ellipsis (just the ellipsis when not even one character fits)."""
+    if not _fits(font, text[:1] + ELLIPSIS, width):
+        return ELLIPSIS
+    k = _last_true(lambda n: _fits(font, text[:n] + ELLIPSIS, width), 1, len(text))
+    return text[:k].rstrip() + ELLIPSIS
+
+
+def _wrap_line(line: str, font, width: int, limit: int) -> tuple[list[str], bool]:
+    """Greedy word wrap of one line to ``width``: at most ``limit`` lines, and whether text was
+    left over; a line of one word wider than ``width`` is kept whole here. Each line
+    costs ``O(log words)`` measurements: the break point is found by galloping + bisection over
+    the word boundaries, so wrapping is ``O(n log n)``, never one measurement per character."""
+    words = line.split(" ")
     out: list[str] = []
+    i = 0
+    while i < len(words) and len(out) < limit:
+        j = _last_true(lambda n: _fits(font, " ".join(words[i:n]), width), i + 1, len(words))
+        out.append(" ".join(words[i:j]))
+        i = j
+    return out, i < len(words)
+
+
+def wrap_label(lines: list[str], font, width: int, max_lines: int = LABEL_LINES) -> list[str]:
+    """Wrap label lines to ``width`` pixels; at most ``max_lines`` lines, the last ellipsized.
+
+    Lines break at spaces (the wrapped lines joined with a space give the text back); a word
+    wider than ``width`` is cut and ellipsized; when the text needs more than ``max_lines``
+    lines, the last shown line ends with an ellipsis. The font's ``getlength`` is called
+    ``O(log n)`` times per output line, so a 6,000-character title costs a few dozen calls.
+    """
+    out: list[str] = []
+    more = False
     for line in lines:
-        words = latin(line).split(" ")
-        current = ""
-        for word in words:
-            trial = word if not current else current + " " + word
-            if _text_width(font, trial) <= width or not current:
-                current = trial
-            else:
-                out.append(current)
-                current = word
-        out.append(current)
-    for i, line in enumerate(out):  # a single word longer than the tile
-        while _text_width(font, line) > width and len(line) > 1:
-            line = line[:-2] + "…"
-        out[i] = line
-    if len(out) > max_lines:
-        last = out[max_lines - 1]
-        while last and _text_width(font, last + "…") > width:
-            last = last[:-1]
-        out = out[: max_lines - 1] + [last.rstrip() + "…"]
+        if len(out) == max_lines:  # a further line (even an empty one) is not shown
+            more = True
+            break
+        wrapped, more = _wrap_line(latin(line), font, width, max_lines - len(out))
+        out += wrapped
+        if more:
+            break
+    out = [ln if len(ln) <= 1 or _fits(font, ln, width) else _ellipsized(font, ln, width)
+           for ln in out]
+    if more:
+        last = out[-1][:-1] if out[-1].endswith(ELLIPSIS) else out[-1]
+        out[-1] = _ellipsized(font, last, width)
     return out
 
 
