@@ -1,11 +1,9 @@
 import os
-import pathlib
 
 import pytest
 from hypothesis import settings
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_images"
+from helpers import SAMPLES
 
 # Hypothesis profiles: "ci" (the default, what CI runs) and "long" for a deeper search:
 #   HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz.py

@@ -1,7 +1,7 @@
-"""Batch processing and pipelines: many inputs, workers, bad files, naming, chains."""
+"""The batch options every image command shares: inputs (files, directories, -r, globs, stdin,
+--from-list), per-file failures, output naming (-o, --name), --shard, --dry-run, -j, --fail-fast,
+and interrupts of a parallel run."""
 
-import hashlib
-import json
 import os
 import shutil
 import signal
@@ -11,27 +11,11 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
+from helpers import SAMPLES, digest, json_lines, run
 from poolcli import imageio
-from poolcli.cli import main
-from poolcli.ops import instance_norm, max_pool2d, max_unpool2d
-
-SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "sample_images")
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
-
-
-def lines(result):
-    return [json.loads(l) for l in result.stdout.splitlines() if l.strip()]
-
-
-def digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+from poolcli.ops import max_pool2d
 
 
 @pytest.fixture
@@ -52,11 +36,34 @@ def folder(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_bad_file_fails_alone_and_others_are_processed(workdir):
+    open("broken.png", "wb").write(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    r = run("pool", "broken.png", "chelsea.png", "missing.png")
+    assert r.exit_code == 1
+    errors = [l for l in r.output.splitlines() if l.startswith("poolcli: error:")]
+    assert len(errors) == 2
+    assert any("broken.png" in e for e in errors) and any("missing.png" in e for e in errors)
+    assert os.path.exists("chelsea_max.png")
+    assert not os.path.exists("broken_max.png")
+    assert not [f for f in os.listdir(".") if f.endswith(".part")]
+
+
+def test_directory_input_and_output_directory(workdir):
+    os.mkdir("in")
+    shutil.copy("chelsea.png", "in/a.png")
+    shutil.copy("camera.png", "in/b.png")
+    open("in/notes.txt", "w").write("not an image")
+    r = run("pool", "in", "-o", "deep/out")
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir("deep/out")) == ["a_max.png", "b_max.png"]
+    assert "skipped 1" in r.output
+
+
 def test_200_images_with_3_bad_in_parallel(folder):
     before = {p: digest(os.path.join(d, p)) for d, _, fs in os.walk("in") for p in fs}
     r = run("pool", "in", "-r", "-o", "out", "-j", "2", "--json", "-q")
     assert r.exit_code == 1
-    recs = lines(r)
+    recs = json_lines(r)
     summary = recs[-1]["summary"]
     assert summary["ok"] == 197 and summary["failed"] == 3 and summary["skipped"] == 1
     errors = [l for l in r.stderr.splitlines() if l.startswith("poolcli: error:")]
@@ -98,7 +105,7 @@ def test_fail_fast_dry_run_shard_and_list(folder):
     r = run("pool", "--from-list", "list.txt", "-o", "l", "-q")
     assert r.exit_code == 0 and sorted(os.listdir("l")) == ["img001_max.png", "img002_max.png"]
     r = run("stats", "--from-list", "-", "--json", input="in/img003.png\n")
-    assert lines(r)[0]["input"] == "in/img003.png"
+    assert json_lines(r)[0]["input"] == "in/img003.png"
 
 
 def test_name_template_format_and_collisions(folder):
@@ -123,43 +130,6 @@ def test_glob_and_stdin(folder):
     data = open("in/img001.png", "rb").read()
     r = run("pool", "-", "-o", "from_stdin.png", "-q", input=data)
     assert r.exit_code == 0 and os.path.exists("from_stdin.png")
-
-
-def test_chain_equals_standalone_commands(workdir):
-    r = run("chain", "-i", "chelsea.png", "-o", "c", "--format", "npy", "-q",
-            "pool", "--op", "max", "-k", "3", "-s", "2", "norm", "--op", "instance", "unpool")
-    assert r.exit_code == 0, r.output
-    chained = np.load("c/chelsea_max-instance-unpool.npy")
-    assert run("pool", "-k", "3", "-s", "2", "--save-indices", "chelsea.png", "--format", "npy",
-               "-q").exit_code == 0
-    assert run("norm", "chelsea_max.npy", "-q", "--format", "npy").exit_code == 0
-    assert run("unpool", "chelsea_max_instance.npy", "--indices", "chelsea_max.indices.npz",
-               "-o", "three.npy", "-q").exit_code == 0
-    np.testing.assert_array_equal(chained, np.load("three.npy"))
-    # and both equal the core composed by hand
-    x = np.asarray(Image.open("chelsea.png"))
-    v, i = max_pool2d(x, 3, 2, return_indices=True)
-    ref = max_unpool2d(instance_norm(v), i, 3, 2, output_size=x.shape[:2])
-    np.testing.assert_array_equal(chained, ref)
-
-
-def test_chain_from_json_and_toml_files(workdir):
-    json.dump({"stage": [{"command": "pool", "op": "avg", "kernel": "2x3"},
-                         {"command": "norm", "op": "group", "groups": 1}]}, open("p.json", "w"))
-    open("p.toml", "w").write('[[stage]]\ncommand = "pool"\nop = "avg"\nkernel = "2x3"\n'
-                              '[[stage]]\ncommand = "norm"\nop = "group"\ngroups = 1\n')
-    for f in ("p.json", "p.toml"):
-        r = run("chain", "-i", "camera.png", "--pipeline", f, "--json", "-q", "--force",
-                "--format", "npy")
-        assert r.exit_code == 0, r.output
-        rec = lines(r)[0]
-        assert [s["op"] for s in rec["stages"]] == ["avg", "group"]
-        assert rec["shape_out"] == [256, 170, 1]
-    open("bad.toml", "w").write("[[stage]]\nop = 'max'\n")
-    r = run("chain", "-i", "camera.png", "--pipeline", "bad.toml")
-    assert r.exit_code == 2 and "command" in r.output
-    r = run("chain", "-i", "camera.png", "pool", "-k", "0")
-    assert r.exit_code == 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -1,6 +1,8 @@
-"""The console entry point: exit statuses and output survive the skipped interpreter teardown."""
+"""The `poolcli` group and the console entry point: --help and --version, exit statuses and
+output that survive the skipped interpreter teardown, a real run of the installed script."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -8,11 +10,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-POOLCLI = [sys.executable, "-m", "poolcli"]
+from helpers import POOLCLI, run, run_process
+from poolcli.cli import main
 
 
-def run(*args, **kw):
-    return subprocess.run(POOLCLI + list(args), capture_output=True, text=True, **kw)
+def test_every_command_has_help():
+    for name, cmd in main.commands.items():
+        assert cmd.help, name
+        r = run(name, "--help")
+        assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0 and "poolcli" in r.output
+
+
+def test_console_script_runs_as_a_real_process(workdir):
+    exe = shutil.which("poolcli")
+    cmd = [exe] if exe else [sys.executable, "-m", "poolcli"]
+    p = subprocess.run(cmd + ["pool", "--op", "max", "-k", "2", "chelsea.png", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[0])["shape_out"] == [150, 225, 3]
+    p = subprocess.run([sys.executable, "-m", "poolcli", "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and "poolcli" in p.stdout
 
 
 @pytest.fixture
@@ -24,7 +47,7 @@ def png(tmp_path):
 
 def test_success_writes_everything_and_exits_0(png, tmp_path):
     out = tmp_path / "out.png"
-    p = run("pool", "--op", "max", "-k", "2", str(png), "-o", str(out), "--json")
+    p = run_process("pool", "--op", "max", "-k", "2", str(png), "-o", str(out), "--json")
     assert p.returncode == 0, p.stderr
     lines = [json.loads(line) for line in p.stdout.splitlines()]
     assert lines[0]["shape_out"] == [2, 2, 3] and "summary" in lines[-1]
@@ -33,19 +56,19 @@ def test_success_writes_everything_and_exits_0(png, tmp_path):
 
 
 def test_failed_input_exits_1_with_its_message(tmp_path):
-    p = run("stats", str(tmp_path / "missing.png"))
+    p = run_process("stats", str(tmp_path / "missing.png"))
     assert p.returncode == 1
     assert "missing.png" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_usage_error_exits_2():
-    p = run("pool", "-k", "0", "x.png")
+    p = run_process("pool", "-k", "0", "x.png")
     assert p.returncode == 2 and "kernel" in p.stderr.lower()
 
 
 def test_help_and_version_exit_0():
-    assert run("--help").returncode == 0
-    p = run("--version")
+    assert run_process("--help").returncode == 0
+    p = run_process("--version")
     assert p.returncode == 0 and "poolcli" in p.stdout
 
 
@@ -62,7 +85,7 @@ def many(tmp_path_factory):
 
 
 def test_large_output_is_flushed_before_exit(many):
-    p = run("stats", *many, "--json")
+    p = run_process("stats", *many, "--json")
     assert p.returncode == 0
     assert len(p.stdout) > 65536
     records = [json.loads(line) for line in p.stdout.splitlines()]
