@@ -15,7 +15,10 @@ enough: Average alone was best on photographs but 2.1x Pillow's size on an enlar
 on an unpooled map. Paeth, the fifth filter, made files under 1% smaller on photographs at four
 times the filtering cost, so it is left out. Level 0 stores the rows unfiltered and uncompressed.
 
-The file written is a plain, non-interlaced PNG: IHDR, IDAT chunks of at most 1 MiB, IEND.
+The file written is a plain, non-interlaced PNG: IHDR, the ancillary chunks given (text chunks
+from :func:`text_chunk`: poolcli's provenance, see :mod:`poolcli.imageio.provenance`), IDAT
+chunks of at most 1 MiB, IEND. Ancillary chunks go before the first IDAT so that a reader finds
+them by walking the few chunks before the image data.
 8- and 16-bit grey (1 channel), grey + alpha (2), RGB (3) and RGBA (4); 16-bit samples are
 stored big-endian as the format requires. Everything is computed in strips of rows so the
 temporaries stay a few MiB whatever the image size.
@@ -25,11 +28,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
-__all__ = ["COLOUR_TYPES", "encode_png", "write_png"]
+__all__ = ["COLOUR_TYPES", "encode_png", "text_chunk", "write_png"]
 
 #: PNG colour type by channel count: grey, grey + alpha, RGB, RGBA.
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
@@ -39,16 +42,41 @@ _IDAT_BYTES = 1 << 20  # largest IDAT chunk written
 _STRIP_BYTES = 1 << 18  # rows filtered at a time: 256 KiB measured fastest (64 KiB-1 MiB)
 
 
-def encode_png(array: np.ndarray, level: int = 1) -> bytes:
+#: A chunk as written: ``(type, payload)``, e.g. ``(b"tEXt", b"Software\x00poolcli 0.1.0")``.
+Chunk = tuple[bytes, bytes]
+
+
+def encode_png(array: np.ndarray, level: int = 1, chunks: Sequence[Chunk] = ()) -> bytes:
     """Return the bytes of a PNG file holding ``array`` (see :func:`write_png`)."""
     import io
 
     buffer = io.BytesIO()
-    write_png(buffer, array, level)
+    write_png(buffer, array, level, chunks)
     return buffer.getvalue()
 
 
-def write_png(fh: BinaryIO, array: np.ndarray, level: int = 1) -> None:
+def text_chunk(keyword: str, text: str) -> Chunk:
+    """A PNG text chunk: ``tEXt`` if ``text`` is Latin-1, else an uncompressed ``iTXt`` (UTF-8).
+
+    ``keyword`` is 1-79 printable Latin-1 characters (PNG's rule); ``text`` must not contain
+    NUL (JSON never does: it escapes control characters) and must encode to UTF-8 (no lone
+    surrogates). ``ValueError`` otherwise.
+    """
+    key = keyword.encode("latin-1")
+    if not 1 <= len(key) <= 79 or any(b < 32 or 126 < b < 161 for b in key):
+        raise ValueError(f"invalid PNG text keyword {keyword!r}")
+    if "\x00" in text:
+        raise ValueError("PNG text cannot contain NUL")
+    try:
+        return b"tEXt", key + b"\x00" + text.encode("latin-1")
+    except UnicodeEncodeError:
+        # compression flag 0, method 0, no language tag, no translated keyword
+        return b"iTXt", key + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")
+
+
+def write_png(
+    fh: BinaryIO, array: np.ndarray, level: int = 1, chunks: Sequence[Chunk] = ()
+) -> None:
     """Write a PNG file holding ``array`` to the binary file ``fh``.
 
     Parameters
@@ -59,6 +87,9 @@ def write_png(fh: BinaryIO, array: np.ndarray, level: int = 1) -> None:
         ``uint8`` or ``uint16`` with 1-4 channels, H and W at least 1.
     level : int
         Compression level 0-9 (libdeflate's levels; 0 stores the data uncompressed).
+    chunks : sequence of (bytes, bytes)
+        Ancillary chunks ``(type, payload)`` written after IHDR and before the first IDAT, in
+        order (:func:`text_chunk` makes text chunks).
     """
     import imagecodecs
 
@@ -68,6 +99,9 @@ def write_png(fh: BinaryIO, array: np.ndarray, level: int = 1) -> None:
         raise ValueError(f"PNG stores uint8 or uint16, not {array.dtype}")
     if not 0 <= level <= 9:
         raise ValueError(f"compress level must be 0-9, got {level}")
+    for ctype, _ in chunks:  # ancillary: a lowercase first letter, four ASCII letters
+        if len(ctype) != 4 or not ctype.isalpha() or not ctype[:1].islower():
+            raise ValueError(f"not an ancillary PNG chunk type: {ctype!r}")
     height, width, channels = array.shape
     depth = 8 * array.itemsize
     raw = _filtered_rows(array, filtered=level > 0)
@@ -76,6 +110,8 @@ def write_png(fh: BinaryIO, array: np.ndarray, level: int = 1) -> None:
     ihdr = struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0)
     fh.write(_SIGNATURE)
     _write_chunk(fh, b"IHDR", ihdr)
+    for ctype, payload in chunks:
+        _write_chunk(fh, ctype, payload)
     view = memoryview(stream)
     for start in range(0, len(view), _IDAT_BYTES):
         _write_chunk(fh, b"IDAT", view[start : start + _IDAT_BYTES])
