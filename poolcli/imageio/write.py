@@ -5,7 +5,8 @@ be stored exactly (``ValueError`` if not: map floats with :func:`~poolcli.imagei
 :func:`~poolcli.imageio.fit_to_dtype`, or write ``.npy``/``.tiff``), then writes atomically
 through :func:`poolcli.imageio.files.atomic_write`. :func:`~poolcli.imageio.output_dtype_for`
 tells the caller which dtype a format will hold. Pillow and tifffile are imported only by the
-encoder that needs them.
+encoder that needs them. ``provenance=`` records in the file's own metadata that poolcli wrote it
+(:mod:`poolcli.imageio.provenance` says where, per format, and reads it back).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from poolcli.errors import ImageWriteError
 from poolcli.formats import FORMAT_ALIASES, FORMATS, SUFFIX_FORMAT, SUFFIX_HINT
 from poolcli.imageio._common import is_stdio, pil
 from poolcli.imageio.files import atomic_write, os_problem
+from poolcli.imageio.provenance import Provenance, prepare_provenance
 
 __all__ = ["DEFAULT_JPEG_QUALITY", "DEFAULT_PNG_COMPRESS_LEVEL", "write_image"]
 
@@ -56,6 +58,7 @@ def write_image(
     overwrite: bool = False,
     format: str | None = None,
     on_commit: Callable[[str], None] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> None:
     """Encode ``array`` and write it to ``path`` atomically.
 
@@ -82,6 +85,16 @@ def write_image(
     on_commit : callable, optional
         Called with the path once the file is complete and renamed into place (see
         :func:`poolcli.imageio.files.atomic_write`).
+    provenance : mapping, optional
+        What made this image (``{"command": "pool", "op": "max", "params": {...}, "source":
+        "photo.png"}``), stored as compact JSON in the format's metadata with ``"software":
+        "poolcli <version>"`` first, so :func:`poolcli.imageio.provenance.read_provenance`
+        recognises the file. PNG: ``Software`` and ``poolcli`` text chunks before the image
+        data; TIFF: ``Software`` and ``ImageDescription`` tags; JPEG: a COM marker; WebP: XMP;
+        GIF: a comment extension. BMP and ``.npy`` have nowhere to keep it: it is checked and
+        then not stored. ``ValueError`` if it is not JSON-serialisable or over
+        :data:`~poolcli.imageio.provenance.MAX_PROVENANCE_BYTES`. The pixels are the same
+        with or without it.
 
     Notes
     -----
@@ -126,9 +139,10 @@ def write_image(
     if isinstance(qual, bool) or not isinstance(qual, (int, np.integer)) or not 1 <= qual <= 100:
         raise ValueError(f"quality must be an integer 1-100, got {quality!r}")
     _check_storable(target, fmt, hwc)
+    stamp = None if provenance is None else prepare_provenance(provenance)
 
     def encode(fh: BinaryIO) -> None:
-        _encode(fh, fmt, hwc, original, names, int(level), int(qual))
+        _encode(fh, fmt, hwc, original, names, int(level), int(qual), stamp)
 
     if to_stdout:
         buffer = io.BytesIO()
@@ -231,35 +245,47 @@ def _encode(
     names: tuple[str, ...],
     level: int,
     quality: int,
+    stamp: Provenance | None,
 ) -> None:
     count = hwc.shape[2]
     if fmt == "NPY":
-        np.save(fh, original, allow_pickle=False)
+        np.save(fh, original, allow_pickle=False)  # no metadata: provenance is not stored
         return
     if fmt == "PNG":
         from poolcli.imageio.png import write_png
 
-        write_png(fh, hwc, level)  # reads any strides, a strip at a time
+        chunks = stamp.png_chunks() if stamp else []
+        write_png(fh, hwc, level, chunks)  # reads any strides, a strip at a time
         return
     hwc = _contiguous(hwc)
     if fmt == "TIFF":
-        _encode_tiff(fh, hwc, names, level)
+        _encode_tiff(fh, hwc, names, level, stamp)
     else:
         im = pil().fromarray(hwc[:, :, 0] if count == 1 else hwc)
+        options: dict[str, Any] = {}
+        if stamp and fmt in ("JPEG", "GIF"):
+            options["comment"] = stamp.comment()
+        elif stamp and fmt == "WEBP":
+            options["xmp"] = stamp.xmp()
         if fmt == "JPEG":
             # 4:4:4 (no chroma subsampling): colour edges of pooled blocks stay sharp.
-            im.save(fh, format="JPEG", quality=quality, subsampling=0)
+            im.save(fh, format="JPEG", quality=quality, subsampling=0, **options)
         elif fmt == "WEBP":
-            im.save(fh, format="WEBP", quality=quality)
+            im.save(fh, format="WEBP", quality=quality, **options)
         else:
-            im.save(fh, format=fmt)
+            im.save(fh, format=fmt, **options)  # BMP: no metadata, options is empty
 
 
-def _encode_tiff(fh: BinaryIO, hwc: np.ndarray, names: tuple[str, ...], level: int) -> None:
+def _encode_tiff(
+    fh: BinaryIO, hwc: np.ndarray, names: tuple[str, ...], level: int, stamp: Provenance | None
+) -> None:
     import tifffile
 
     count = hwc.shape[2]
     options: dict[str, Any] = {}
+    if stamp:  # ours instead of tifffile's shape JSON and "tifffile.py"
+        options.update(description=stamp.tiff_description(), metadata=None,
+                       software=stamp.software)
     if level > 0:
         options.update(compression="zlib", compressionargs={"level": level})
     if count == 1:
