@@ -147,6 +147,12 @@ def sheet_size(boxes: list[tuple[int, int]], n_tiles: int, cols: int, tile: int,
 # --------------------------------------------------------------------------------------------------
 
 
+#: Float values may hold signalling NaNs (any bit pattern in a .npy file): casting them raises
+#: numpy's "invalid value encountered in cast" warning, which a real process prints on stderr.
+#: Every NaN here is handled on purpose (mapped, counted, ignored), so that warning is off.
+_QUIET_NAN = np.errstate(invalid="ignore")
+
+
 @dataclass(frozen=True)
 class DisplayScale:
     """How values on an input image's scale become 0..255, shared by every tile of that image.
@@ -185,6 +191,7 @@ class DisplayScale:
             return "16-bit values shown as 8-bit (value / 257)"
         return f"[{self.lo:.4g}, {self.hi:.4g}] -> [0, 255], clipped"
 
+    @_QUIET_NAN
     def clipped_fraction(self, values: np.ndarray) -> float:
         """Fraction of the finite values outside the displayed range (shown clipped)."""
         v = np.asarray(values, dtype=np.float64)
@@ -194,6 +201,7 @@ class DisplayScale:
         lo, hi = (0.0, 255.0) if self.kind == "uint8" else (self.lo, self.hi)
         return float(np.count_nonzero((v < lo - 0.5) | (v > hi + 0.5)) / v.size)
 
+    @_QUIET_NAN
     def apply(self, values: np.ndarray) -> np.ndarray:
         from poolcli.imageio import fit_to_dtype
 
@@ -219,6 +227,7 @@ def colour_count(c: int, channels: tuple[str, ...] | None) -> tuple[int, bool]:
     return (3 if c >= 3 else 1), False
 
 
+@_QUIET_NAN
 def to_rgb8(
     values: np.ndarray,
     *,
@@ -411,6 +420,7 @@ def selection_picture(x_hwc: np.ndarray, indices: np.ndarray, out_hw=None) -> np
     return out[:, :, 0] if squeeze else out
 
 
+@_QUIET_NAN
 def abs_diff_picture(a: np.ndarray, b: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, float]:
     """``|a - b|`` contrast-stretched to 0..255 on its own (largest difference -> 255).
 
