@@ -156,3 +156,106 @@ def test_interrupt_leaves_only_complete_outputs(tmp_path, sig):
         assert arr.shape == (510, 510, 3)
     if p.returncode == 130:
         assert b"interrupted" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# Re-runs, stdout, one record per input
+# ------------------------------------------------------------------------------------------------
+
+
+def _tiny_folder(n=4):
+    os.makedirs("in", exist_ok=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).save(f"in/p{i}.png")
+
+
+@pytest.mark.parametrize("command", [["pool"], ["norm"], ["chain", "pool"]],
+                         ids=["pool", "norm", "chain"])
+def test_an_existing_output_is_exit_2_before_reading_then_skip_existing_resumes(
+        tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    _tiny_folder()
+    def cmd(*flags):  # options before a chain's stages
+        if command[0] == "chain":
+            return [command[0], "-i", "in", "-o", "out", *flags, *command[1:]]
+        return [command[0], "in", "-o", "out", *flags]
+
+    assert run(*cmd("-q")).exit_code == 0
+    os.remove(os.path.join("out", sorted(os.listdir("out"))[1]))  # an interrupted batch
+    kept = {f: digest(os.path.join("out", f)) for f in os.listdir("out")}
+    r = run(*cmd("-q"))  # the same command again: same status everywhere, nothing touched
+    assert r.exit_code == 2 and "exist" in r.output and "--skip-existing" in r.output
+    assert {f: digest(os.path.join("out", f)) for f in os.listdir("out")} == kept
+    r = run(*cmd("--skip-existing", "--json", "-q"))
+    assert r.exit_code == 0, r.output
+    recs = json_lines(r)
+    assert recs[-1]["summary"] == {**recs[-1]["summary"], "ok": 1, "skipped": 3, "failed": 0}
+    skipped = [x for x in recs[:-1] if "skipped" in x]
+    assert len(skipped) == 3 and all(x["skipped"].endswith("exists") for x in skipped)
+    assert [x["input"] for x in recs[:-1]] == sorted(x["input"] for x in recs[:-1])  # in order
+    assert {f: digest(os.path.join("out", f)) for f in kept} == kept  # left alone
+    assert len(os.listdir("out")) == 4
+
+
+def test_dry_run_marks_existing_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _tiny_folder(2)
+    assert run("pool", "in/p0.png", "-o", "out", "-q").exit_code == 0
+    r = run("pool", "in", "-o", "out", "--dry-run")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith("out/p0_max.png (exists: needs --force or --skip-existing)")
+    assert lines[1].endswith("out/p1_max.png")
+    r = run("pool", "in", "-o", "out", "--dry-run", "--json", "--skip-existing")
+    assert [x["exists"] for x in json_lines(r)] == [["out/p0_max.png"], []]
+
+
+def test_force_and_skip_existing_exclude_each_other(workdir):
+    r = run("pool", "chelsea.png", "--force", "--skip-existing")
+    assert r.exit_code == 2 and "exclude" in r.output
+
+
+def test_output_to_stdout(workdir):
+    from poolcli.ops import max_pool2d as mp
+
+    r = run("pool", "--op", "max", "-k", "2", "chelsea.png", "-o", "-", "--format", "png")
+    assert r.exit_code == 0
+    assert r.stdout_bytes.startswith(b"\x89PNG")
+    import io
+
+    got = np.asarray(Image.open(io.BytesIO(r.stdout_bytes)))
+    np.testing.assert_array_equal(got, mp(np.asarray(Image.open("chelsea.png")), 2))
+    assert "chelsea.png" in r.stderr  # the table went to stderr
+    assert not os.path.exists("-")
+    r = run("pool", "chelsea.png", "camera.png", "-o", "-")
+    assert r.exit_code == 2 and "one result" in r.output and not os.path.exists("-")
+    r = run("pool", "chelsea.png", "-o", "-", "--json")
+    assert r.exit_code == 2
+    r = run("pool", "chelsea.png", "-o", "-", "--save-indices")
+    assert r.exit_code == 2
+
+
+def test_output_suffix_and_format_must_agree(workdir):
+    r = run("pool", "chelsea.png", "-o", "x.jpg", "--format", "png")
+    assert r.exit_code == 2 and "JPEG" in r.output and not os.path.exists("x.jpg")
+    assert run("pool", "chelsea.png", "-o", "x.jpg", "--format", "jpeg", "-q").exit_code == 0
+
+
+def test_one_output_file_for_several_inputs_is_a_usage_error(workdir):
+    r = run("pool", "chelsea.png", "camera.png", "-o", "one.png")
+    assert r.exit_code == 2 and "one.png names one file" in r.output
+    assert not os.path.exists("one.png")
+
+
+def test_json_has_a_record_for_every_input_in_order(workdir):
+    open("bad.png", "wb").write(b"not a png")
+    r = run("pool", "camera.png", "bad.png", "chelsea.png", "nothing*.png", "--json", "-q",
+            "-j", "2")
+    assert r.exit_code == 1
+    recs = json_lines(r)
+    assert [x.get("input") for x in recs[:-1]] == ["nothing*.png", "camera.png", "bad.png",
+                                                    "chelsea.png"]
+    assert set(recs[0]) == {"input", "error"} and "no files match" in recs[0]["error"]
+    assert set(recs[2]) == {"input", "error"} and "bad.png" in recs[2]["error"]
+    assert recs[-1]["summary"]["failed"] == 2 and recs[-1]["summary"]["ok"] == 2

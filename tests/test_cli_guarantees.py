@@ -191,7 +191,7 @@ def test_interrupt_is_exit_130_with_an_exact_count(heavy, tmp_path, command, sig
     leftovers = [f for _, _, fs in os.walk(d) for f in fs if f.endswith(".part")]
     assert leftovers == []
     assert p.returncode == 130, err
-    match = re.search(r"interrupted: (\d+) of (\d+) outputs written", err)
+    match = re.search(r"interrupted: (\d+)(?: of \d+)? outputs written", err)
     assert match, err
     written = int(match.group(1))
     mains = [f for f in _outputs(d) if not f.endswith(".indices.npz")]

@@ -433,7 +433,10 @@ def test_case_through_command(corpus, tmp_path, monkeypatch, case_name, command)
         assert line.startswith("poolcli: error: ")
         assert shown in line
         assert (expected_failure or case.problem) in line
-        assert not any(r["input"] == shown for r in records)
+        # its JSON record says the same as the stderr line, and nothing else is recorded for it
+        mine = [r for r in records if r["input"] == shown]
+        assert len(mine) == 1 and set(mine[0]) == {"input", "error"}
+        assert line == f"poolcli: error: {mine[0]['error']}"
         stem = os.path.splitext(os.path.basename(case.path))[0]
         if out.exists():  # no output for the failing input
             leftovers = [f for f in os.listdir(out) if f.startswith(printable(stem) + "_")
@@ -486,9 +489,11 @@ def test_all_cases_in_one_parallel_subprocess_run(corpus, tmp_path):
     for c in failing:
         assert sum(f" {c.path}: " in e for e in errors) == 1, c.name
     records = [json.loads(line) for line in p.stdout.decode("utf-8").splitlines()]
-    done = {r["input"] for r in records if "input" in r}
+    done = {r["input"] for r in records if "input" in r and "error" not in r}
     expected = {printable(c.path) for c in cases.values() if c.path in names and c not in failing}
     assert done == expected | {"good.png"}
+    # every failing input has its record too, saying what its stderr line says
+    assert {r["input"] for r in records if "error" in r} == {printable(c.path) for c in failing}
     assert records[-1]["summary"]["failed"] == len(failing)
     assert part_files(root, str(tmp_path)) == []
 
@@ -658,7 +663,7 @@ USAGE_ERRORS = [
     (["pool", "--op", "sort", "--weights", "0.5,,0.2"], "'--weights'", "comma-separated"),
     (["pool", "--op", "sort", "--weights", "inf"], "'--weights'", "finite"),
     (["pool", "--op", "kmax", "--k", "0"], "'--k'", ">=1"),
-    (["pool", "--op", "stochastic", "--seed", "-1"], "'--seed'", ">=0"),
+    (["pool", "--op", "stochastic", "--seed", "-1"], "'--seed'", "0<=x"),
     (["pool", "--op", "gem", "--gem-p", "0"], "'--gem-p'", "> 0"),
     (["norm", "--eps", "0"], "'--eps'", "> 0"),
     (["norm", "--op", "group", "--groups", "0"], "'--groups'", ">=1"),
@@ -967,7 +972,7 @@ def test_every_pool_operator_on_every_readable_case(corpus, tmp_path, monkeypatc
     assert result.exit_code in (0, 1)
     for line in error_lines(result):
         assert line.startswith("poolcli: error: ") and any(w in line for w in OPERATOR_LIMITS), line
-    done = {r["input"] for r in json_lines(result) if "input" in r}
+    done = {r["input"] for r in json_lines(result) if "input" in r and "error" not in r}
     assert len(done) + len(error_lines(result)) == len(readable) + 1
     assert "good.png" in done
     for record in json_lines(result):

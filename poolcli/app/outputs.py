@@ -4,6 +4,8 @@
   dtype; ``.npy`` and TIFF keep floats).
 - Results on the input's scale (averages, Lp, ...) going into an 8/16-bit format are rounded and
   clipped, and a note says so.
+- 16-bit data (or floats on a 16-bit scale) going into an 8-bit-only format is scaled (x/257),
+  never clipped to white; float data from a float image is mapped by its range.
 - Signed results (normalization) going into an 8-bit format get a named display mapping
   (``--display``), reported in the record, so nobody mistakes a stretch for the data.
 
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 
 from poolcli.formats import DEFAULT_DISPLAY
 
+STDOUT = "-"
+
 __all__ = ["WriteOptions", "write_values"]
 
 
@@ -29,6 +33,7 @@ class WriteOptions:
     compress_level: int | None = None
     display: str = DEFAULT_DISPLAY
     stats: bool = True  # compute statistics for the record (someone will see them)
+    stdout_format: str | None = None  # -o -: the format written to standard output
 
 
 def write_values(values, path: str, *, channels, opts: WriteOptions, notes: list[str],
@@ -40,17 +45,27 @@ def write_values(values, path: str, *, channels, opts: WriteOptions, notes: list
     from poolcli import imageio
     from poolcli.app.runner import track_commit
 
+    named = path if path != STDOUT else f"stdout.{(opts.stdout_format or 'png').lower()}"
     target = np.dtype(imageio.output_dtype_for(
-        path, values.dtype, source_dtype=None if signed else source_dtype))
+        named, values.dtype, source_dtype=None if signed else source_dtype))
     data, display = values, None
+    scale = np.dtype(source_dtype) if values.dtype.kind == "f" and source_dtype is not None \
+        else values.dtype
     if target != values.dtype:
         if signed:
             data, display = imageio.to_display(values, opts.display)
             notes.append(f"display mapping: {display}")
+        elif target == np.uint8 and not (scale.kind in "iub" and scale.itemsize == 1):
+            data, how = imageio.to_uint8(values, scale)  # scaled, never clipped to white
+            notes.append(f"{how}; use --format png, npy or tiff for the exact values")
         else:
             data = imageio.fit_to_dtype(values, target)
             notes.append(f"written as {target} (rounded and clipped); "
                          f"use --format npy or tiff for the exact values")
+    if path == STDOUT:
+        imageio.write_image(STDOUT, data, channels=channels, format=named.rsplit(".", 1)[1],
+                            compress_level=opts.compress_level, quality=opts.quality)
+        return display
     imageio.make_parent_dirs(path)
     imageio.write_image(path, data, channels=channels, overwrite=opts.force,
                         compress_level=opts.compress_level, quality=opts.quality,

@@ -21,10 +21,11 @@ from typing import Callable, Iterable
 from poolcli.errors import UsageError
 from poolcli.formats import SUPPORTED_SUFFIXES
 
-__all__ = ["STDIN", "Job", "Plan", "make_plan", "expand_inputs", "output_name",
+__all__ = ["STDIN", "STDOUT", "Job", "Plan", "make_plan", "expand_inputs", "output_name",
            "check_template", "TEMPLATE_FIELDS", "DEFAULT_TEMPLATE", "same_file"]
 
 STDIN = "-"
+STDOUT = "-"  # -o -: the one result goes to standard output
 DEFAULT_TEMPLATE = "{stem}_{op}{ext}"
 #: Widest field a name template may ask for (``{index:08d}`` is fine, ``{stem:99999}`` is not).
 MAX_FIELD_WIDTH = 64
@@ -48,6 +49,7 @@ class Job:
     rel_dir: str = ""  # sub-directory of a recursive input, mirrored under -o
     index: int = 0  # position in the expanded input list (before --shard)
     side: tuple[str, ...] = ()
+    skip: str | None = None  # why the job is not run (its output exists, --skip-existing)
 
 
 @dataclass
@@ -59,6 +61,10 @@ class Plan:
     unsupported: int = 0  # files in input directories that are not images
     run_outputs: tuple[str, ...] = ()  # files written once per run (--save-stats, a sheet)
     total: int = 0  # inputs before --shard
+
+    def existing(self) -> list[str]:
+        """Planned outputs that already exist, for ``--dry-run`` to mark."""
+        return [p for p in self.writes() if p != STDOUT and os.path.lexists(p)]
 
     def add_run_output(self, path: str) -> None:
         """Add a file written once per run (decided after expansion, like a sheet named after
@@ -205,7 +211,8 @@ def make_plan(items: Iterable[str], *, op_label: str, output: str | None = None,
               fmt: str | None = None, template: str | None = None, recursive: bool = False,
               shard: tuple[int, int] | None = None, name_outputs: bool = True,
               side_files: Callable[[str], Iterable[str]] | None = None,
-              run_outputs: Iterable[str] = (), reads: Iterable[str] = ()) -> Plan:
+              run_outputs: Iterable[str] = (), reads: Iterable[str] = (),
+              existing: str = "refuse") -> Plan:
     """Expand ``items`` and decide every path the run writes; usage problems raise UsageError.
 
     ``output``: ``None`` writes beside each input; a path with an image suffix is a single
@@ -213,6 +220,11 @@ def make_plan(items: Iterable[str], *, op_label: str, output: str | None = None,
     ``side_files(output)`` gives the side files a job writes beside its output;
     ``run_outputs`` are written once per run; ``reads`` are the side files the run reads.
     Every written path is checked against every read path and against the others.
+
+    ``existing`` says what an output that already exists means: ``refuse`` (a usage error
+    naming them, before anything is read), ``replace`` (``--force``) or ``skip``
+    (``--skip-existing``: the job is marked and not run; a job whose main output is missing
+    but a side file exists is still refused).
     """
     template = template or DEFAULT_TEMPLATE
     problem = check_template(template)
@@ -229,18 +241,33 @@ def make_plan(items: Iterable[str], *, op_label: str, output: str | None = None,
         _name_outputs(jobs, op_label, output, fmt, template)
         if side_files is not None:
             for job in jobs:
-                job.side = tuple(side_files(job.output))
-    _check_collisions(plan, reads)
+                job.side = () if job.output == STDOUT else tuple(side_files(job.output))
+    _check_collisions(plan, reads)  # over every shard: the naming is the same on every node
     if shard:
         i, n = shard
         plan.jobs = jobs[i - 1::n]
+    _check_existing(plan, existing)  # this shard's outputs only: the others may be running
     return plan
 
 
 def _name_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None,
                   template: str) -> None:
+    if output == STDOUT:
+        if len(jobs) != 1:
+            raise UsageError(f"-o - writes one result to standard output, but there are "
+                             f"{len(jobs)} inputs", option="-o")
+        jobs[0].output = STDOUT
+        return
     single_file = (output is not None and len(jobs) == 1 and _supported(output)
                    and not os.path.isdir(output))
+    if single_file and fmt:
+        from poolcli.formats import FORMAT_ALIASES, SUFFIX_FORMAT
+
+        named = SUFFIX_FORMAT[os.path.splitext(output)[1].lower()]
+        wanted = SUFFIX_FORMAT.get("." + fmt.lower(), FORMAT_ALIASES.get(fmt.upper()))
+        if named != wanted:
+            raise UsageError(f"-o {output} is a {named} name but --format is {fmt}; "
+                             f"give one or make them agree", option="--format")
     if output is not None and len(jobs) > 1 and _supported(output) and not os.path.isdir(output):
         raise UsageError(f"-o {output} names one file, but there are {len(jobs)} inputs; "
                          f"give a directory", option="-o")
@@ -256,6 +283,26 @@ def _name_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None,
         job.output = os.path.join(directory, name)
 
 
+def _check_existing(plan: Plan, existing: str) -> None:
+    if existing == "replace":
+        return
+    found = []
+    for job in plan.jobs:
+        if not job.output or job.output == STDOUT:
+            continue
+        there = [p for p in (job.output, *job.side) if os.path.lexists(p)]
+        if existing == "skip" and os.path.lexists(job.output):
+            job.skip = f"{job.output} exists"
+        elif there:
+            found.extend(there)
+    found += [p for p in plan.run_outputs if os.path.lexists(p)]
+    if found:
+        more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+        verb = "exists" if len(found) == 1 else "exist"
+        hint = "" if existing == "skip" else " (or --skip-existing to keep existing outputs)"
+        raise UsageError(f"{', '.join(found[:5])}{more} {verb}; use --force to replace{hint}")
+
+
 def _check_collisions(plan: Plan, reads: Iterable[str]) -> None:
     read_keys = {same_file(j.source): j.source for j in plan.jobs if j.source != STDIN}
     read_keys.update({same_file(p): p for p in reads if p and p != STDIN})
@@ -263,6 +310,8 @@ def _check_collisions(plan: Plan, reads: Iterable[str]) -> None:
     owner.update({p: j.source for j in plan.jobs for p in j.side})
     problems, seen = [], {}
     for path in plan.writes():
+        if path == STDOUT:
+            continue
         key = same_file(path)
         who = owner.get(path, "the run")
         if key in read_keys:

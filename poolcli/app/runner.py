@@ -114,11 +114,17 @@ _IN_WORKER = False
 
 
 def _worker_init():
-    """Worker processes ignore signals between jobs; :func:`guarded` listens during a job."""
+    """Worker processes ignore signals between jobs; :func:`guarded` listens during a job.
+
+    They are forked with SIGINT/SIGTERM blocked (see :meth:`Runner._parallel`), so a signal
+    can never reach one before this runs and print a traceback from its start-up.
+    """
     global _IN_WORKER
     _IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def guarded(fn: Callable, job: Any, args: tuple, verbose: bool = False) -> Outcome:
@@ -230,7 +236,7 @@ class Runner:
     def _serial(self, jobs, fn, args) -> None:
         try:
             for job in jobs:
-                outcome = guarded(fn, job, args, self.verbose)
+                outcome = _skipped(job) or guarded(fn, job, args, self.verbose)
                 if outcome.status == "interrupted":
                     raise self._interrupted([outcome])
                 with signals_blocked():
@@ -246,13 +252,17 @@ class Runner:
         from concurrent.futures.process import BrokenProcessPool
 
         ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-        executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
-        futures, reported = [], 0
+        executor, futures, reported = None, [], 0
         try:
-            futures = [executor.submit(guarded, fn, job, args, self.verbose) for job in jobs]
+            with signals_blocked():  # workers are born deaf; the parent hears it right after
+                executor = ProcessPoolExecutor(workers, mp_context=ctx,
+                                               initializer=_worker_init)
+                futures = [None if _skipped(job) else
+                           executor.submit(guarded, fn, job, args, self.verbose)
+                           for job in jobs]
             for job, future in zip(jobs, futures):
                 try:
-                    outcome = future.result()
+                    outcome = _skipped(job) or future.result()
                 except BrokenProcessPool:
                     outcome = Outcome(job.index, job.source, "error",
                                       message=f"{job.source}: a worker process died (killed, "
@@ -263,19 +273,43 @@ class Runner:
                 if not self._report(outcome):
                     return
         except KeyboardInterrupt:
-            _stop_workers(executor)
-            executor.shutdown(wait=True, cancel_futures=True)
-            late = [f.result() for f in futures[reported:]
-                    if f.done() and not f.cancelled() and f.exception() is None]
+            late = []
+            if executor is not None:
+                _stop_workers(executor)
+                executor.shutdown(wait=True, cancel_futures=True)
+                late = [f.result() for f in futures[reported:] if f is not None and f.done()
+                        and not f.cancelled() and f.exception() is None]
+                _sweep_temporaries(jobs)
             raise self._interrupted(late) from None
         finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+            if executor is not None:  # never leave a worker behind (it would hold our pipes)
+                executor.shutdown(wait=True, cancel_futures=True)
 
     def _interrupted(self, late: list[Outcome]) -> Interrupted:
         """The exception for an interrupt; ``late`` are outcomes not yet reported."""
         written = self.tally.ok + sum(1 for o in late if o.wrote_output)
         failed = self.tally.failed + sum(1 for o in late if o.status == "error")
         return Interrupted(written, failed, self.tally.total)
+
+
+def _skipped(job) -> Outcome | None:
+    """The outcome of a job the plan marked to skip (its output exists), else None."""
+    reason = getattr(job, "skip", None)
+    if not reason:
+        return None
+    return Outcome(job.index, job.source, "skipped", {"input": job.source,
+                                                       "output": job.output}, message=reason)
+
+
+def _sweep_temporaries(jobs) -> None:
+    """After the workers are gone: no temporary file of this run's outputs may remain, even
+    from a worker stopped where its own cleanup could not run."""
+    from poolcli.imageio.files import remove_temporaries
+
+    for job in jobs:
+        for path in (getattr(job, "output", None), *getattr(job, "side", ())):
+            if path and path != "-":
+                remove_temporaries(path)
 
 
 def _stop_workers(executor) -> None:

@@ -29,6 +29,24 @@ def checked_op(op_name: str, op_params: dict):
     return op, params
 
 
+def draw_seed(op, params: dict) -> int | None:
+    """A seeded operator without --seed gets one base seed for the run (returned, to report);
+    each image's own seed derives from it by position (see registry.image_seed)."""
+    if "seed" not in op.params or params.get("seed") is not None:
+        return None
+    if params.get("mode", "train") != "train":
+        return None
+    params["seed"] = registry.new_seed()
+    return params["seed"]
+
+
+def say_seed(reporter, seed: int | None, what: str = "stochastic seed") -> None:
+    """Tell the drawn seed even with -q: without it the run cannot be repeated."""
+    if seed is not None:
+        reporter.note(f"{what} {seed} (drawn): repeat the run with --seed {seed}; each "
+                      f"image's own seed is in its record and repeats it alone")
+
+
 def read_inputs(inputs, b: BatchArgs) -> list[str]:
     """The command-line inputs and those of ``--from-list``."""
     items = list(inputs)
@@ -48,30 +66,43 @@ def plan(reporter, inputs, op_label: str, b: BatchArgs, *, name_outputs: bool = 
     the_plan = make_plan(read_inputs(inputs, b), op_label=op_label, output=b.output,
                          fmt=b.fmt, template=b.name_template, recursive=b.recursive,
                          shard=b.shard, name_outputs=name_outputs, side_files=side_files,
-                         run_outputs=run_outputs, reads=reads)
+                         run_outputs=run_outputs, reads=reads, existing=b.existing)
     for pattern in the_plan.missing:
-        reporter.error(f"{pattern}: no files match")
+        reporter.error(f"{pattern}: no files match", source=pattern)
     if the_plan.unsupported:
         reporter.tally.skipped += the_plan.unsupported
         reporter.warn(f"skipped {the_plan.unsupported} unsupported file(s) in input directories")
     reporter.tally.total = len(the_plan.jobs)
     if b.dry_run:
-        _dry_run(reporter, the_plan)
+        _dry_run(reporter, the_plan, b)
     return the_plan
 
 
-def _dry_run(reporter, the_plan) -> None:
+def _dry_run(reporter, the_plan, b: BatchArgs) -> None:
+    """List ``input -> output [side files]``, marking outputs that exist and what would
+    happen to them; read and write nothing."""
+    exists = set(the_plan.existing())
+    fate = "skipped" if b.skip_existing else "replaced" if b.force else \
+        "needs --force or --skip-existing"
+
+    def shown(path):
+        return f"{path} (exists: {fate})" if path in exists else path
+
     for job in the_plan.jobs:
+        paths = [p for p in (job.output, *job.side) if p]
         if reporter.as_json:
-            reporter.json({"input": job.source, "output": job.output, "side_files": list(job.side),
+            reporter.json({"input": job.source, "output": job.output,
+                           "side_files": list(job.side), "exists": [p for p in paths
+                                                                    if p in exists],
                            "dry_run": True})
         else:
-            reporter.line(" ".join([job.source, "->", job.output or "(nothing)", *job.side]))
+            reporter.line(" ".join([job.source, "->", *(shown(p) for p in paths)]
+                                   if paths else [job.source]))
     for path in the_plan.run_outputs:
         if reporter.as_json:
-            reporter.json({"output": path, "dry_run": True})
+            reporter.json({"output": path, "exists": path in exists, "dry_run": True})
         else:
-            reporter.line(f"(run) -> {path}")
+            reporter.line(f"(run) -> {shown(path)}")
     exit_with(reporter, summary=False)
 
 
@@ -104,7 +135,8 @@ def write_options(b: BatchArgs, display: str = DEFAULT_DISPLAY):
     from poolcli.app.outputs import WriteOptions
 
     return WriteOptions(force=b.force, quality=b.quality, compress_level=b.compress_level,
-                        display=display, stats=bool(b.as_json or not b.quiet))
+                        display=display, stats=bool(b.as_json or not b.quiet),
+                        stdout_format=b.fmt)
 
 
 def check_display(display: str) -> None:
@@ -134,7 +166,8 @@ def new_reporter(b: BatchArgs | None = None, **kw):
     from poolcli.cli.output import Reporter
 
     if b is not None:
-        kw = {"as_json": b.as_json, "quiet": b.quiet, "verbose": b.verbose, **kw}
+        kw = {"as_json": b.as_json, "quiet": b.quiet, "verbose": b.verbose,
+              "data_on_stdout": b.to_stdout, **kw}
     reporter = Reporter(**kw)
     click.get_current_context().meta["poolcli.reporter"] = reporter
     return reporter

@@ -57,7 +57,7 @@ def _interrupted_text(ctx: click.Context) -> str:
         reporter.stop_progress()
         t = reporter.tally
         return str(Interrupted(t.ok, t.failed, t.total))
-    return "interrupted; no partial files left"
+    return "interrupted: 0 outputs written; no partial files left"
 
 
 def _stdout_broken(exc: OSError) -> bool:

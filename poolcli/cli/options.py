@@ -43,10 +43,10 @@ def op_options(names, overrides: dict | None = None):
             if param.kind == "bool":
                 f = click.option(*param.flags, param.name, default=default, show_default=True,
                                  help=param.help)(f)
-            else:
+            else:  # a tuple default as text ("2", "0.5,0.3,0.2"): the type parses it back
                 f = click.option(*param.flags, param.name, type=click_type_for(param),
-                                 default=default, show_default=_show(param, default)
-                                 if default is not None else False, help=param.help)(f)
+                                 default=_show(param, default), show_default=default is not None,
+                                 help=param.help)(f)
         return f
 
     return decorate
@@ -95,8 +95,9 @@ def input_options(f):
 def batch_options(f):
     """Options shared by commands that write one result per input (batch processing)."""
     for option in reversed([
-        click.option("-o", "--output", type=click.Path(), default=None,
-                     help="Output file (one input) or directory (created if missing) "
+        click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
+                     help="Output file (one input), - for standard output (one input; "
+                          "tables go to stderr), or directory (created if missing) "
                           "[default: beside each input]."),
         click.option("--name", "name_template", default="{stem}_{op}{ext}", show_default=True,
                      help="Output file name template: {stem} {ext} {op} {name} {parent} "
@@ -104,6 +105,9 @@ def batch_options(f):
         click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
                      default=None, help="Output format [default: the input's]."),
         click.option("--force", is_flag=True, help="Replace existing outputs (never inputs)."),
+        click.option("--skip-existing", is_flag=True,
+                     help="Leave inputs whose output exists alone (reported as skipped): "
+                          "re-run or resume a batch."),
         click.option("--quality", type=click.IntRange(1, 100), default=None,
                      help="JPEG/WebP quality [default: 90]."),
         click.option("--compress-level", type=click.IntRange(0, 9), default=None,
@@ -133,6 +137,7 @@ class BatchArgs:
     name_template: str = "{stem}_{op}{ext}"
     fmt: str | None = None
     force: bool = False
+    skip_existing: bool = False
     quality: int | None = None
     compress_level: int | None = None
     fail_fast: bool = False
@@ -141,9 +146,27 @@ class BatchArgs:
 
     @classmethod
     def pop(cls, kw: dict) -> "BatchArgs":
-        """Take the batch options out of a command's keyword arguments."""
+        """Take the batch options out of a command's keyword arguments; conflicting ones are
+        a usage error."""
         names = cls.__dataclass_fields__
-        return cls(**{k: kw.pop(k) for k in list(kw) if k in names})
+        b = cls(**{k: kw.pop(k) for k in list(kw) if k in names})
+        if b.force and b.skip_existing:
+            raise usage("--force and --skip-existing exclude each other")
+        if b.output == "-" and b.as_json:
+            raise usage("-o - and --json both need standard output; write the result to a "
+                        "file", "-o")
+        return b
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.output == "-"
+
+    @property
+    def existing(self) -> str:
+        """What an existing output means for the plan (see poolcli.app.plan.make_plan)."""
+        if self.skip_existing:
+            return "skip"
+        return "replace" if self.force or self.dry_run else "refuse"
 
 
 def usage(message: str, option: str | None = None):

@@ -21,8 +21,10 @@ class Reporter:
     else goes to stderr."""
 
     def __init__(self, *, as_json: bool = False, quiet: bool = False, verbose: bool = False,
-                 preview: str = "never", data_on_stdout: bool = False):
+                 preview: str = "never", data_on_stdout: bool = False,
+                 json_per_input: bool = True):
         self.as_json, self.quiet, self.verbose = as_json, quiet, verbose
+        self.json_per_input = json_per_input  # False: the command prints one JSON document
         self.preview = "never" if as_json else preview
         self.tables_to_stderr = as_json or data_on_stdout
         self.tally = Tally()
@@ -39,8 +41,10 @@ class Reporter:
         if self._console is None:
             from rich.console import Console
 
+            tty = _isatty(self.tables_to_stderr)
+            # not a terminal (a log, a pipe): lines are never wrapped, tables keep their width
             self._console = Console(stderr=self.tables_to_stderr, highlight=False,
-                                    soft_wrap=not _isatty(self.tables_to_stderr))
+                                    soft_wrap=not tty, width=None if tty else 1000)
         return self._console
 
     def _stderr_line(self, text: str) -> None:
@@ -84,6 +88,13 @@ class Reporter:
             self.record(outcome.record)
         elif outcome.status == "error":
             self._stderr_line(f"poolcli: error: {outcome.message}")
+            if self.json_per_input:
+                self.json({"input": outcome.source, "error": outcome.message.split("\n")[0]})
+        elif outcome.status == "skipped":
+            if not self.quiet:
+                self._stderr_line(f"poolcli: skipped {outcome.source}: {outcome.message}")
+            self.json({"input": outcome.source, "output": (outcome.record or {}).get("output"),
+                       "skipped": outcome.message})
 
     def record(self, record: dict, table: bool = True) -> None:
         """Print one result: its JSON line, its table, its preview."""
@@ -114,10 +125,17 @@ class Reporter:
         if not self.quiet:
             self._stderr_line(f"poolcli: {message}")
 
-    def error(self, message: str) -> None:
-        """An error outside any job (a pattern matching nothing, ...): counted as a failure."""
+    def note(self, message: str) -> None:
+        """A line on stderr that even -q shows (what is needed to repeat the run)."""
+        self._stderr_line(f"poolcli: {message}")
+
+    def error(self, message: str, source: str | None = None) -> None:
+        """An error outside any job (a pattern matching nothing, ...): counted as a failure,
+        with a JSON record for ``source`` when there is one."""
         self.tally.failed += 1
         self._stderr_line(f"poolcli: error: {message}")
+        if source is not None and self.json_per_input:
+            self.json({"input": source, "error": message})
 
     def batch_stats(self, title, channels, mean, var, caption: str = "") -> None:
         if self.quiet:

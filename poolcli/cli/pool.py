@@ -37,12 +37,17 @@ def command(inputs, op_name, save_indices, indices_png, preview, **kw):
         flag = "--save-indices" if save_indices else "--indices-png"
         raise usage(f"--op {op.name} does not select cells; {flag} works with {selecting}",
                     flag)
+    if b.to_stdout and (save_indices or indices_png):
+        raise usage("-o - writes the image to standard output; side files need a file "
+                    "output (-o FILE)", "--save-indices" if save_indices else "--indices-png")
     common.unused(click.get_current_context(), set(kw) - set(op.params),
                   f"does not apply to --op {op.name}")
     reporter = common.new_reporter(b, preview=preview)
+    drawn = common.draw_seed(op, params)
     spec = PoolSpec(op.name, params, save_indices, indices_png,
                     preview=reporter.preview != "never")
     plan = common.plan(reporter, inputs, op.name, b, side_files=pool_side_files(spec))
+    common.say_seed(reporter, drawn)
     common.run(reporter, plan.jobs, pool_one,
                (spec, common.write_options(b), b.max_pixels), b)
     common.exit_with(reporter)

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -116,6 +117,30 @@ def signals_blocked():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def remove_temporaries(target: str | os.PathLike[str]) -> list[str]:
+    """Remove the temporary files :func:`atomic_write` may have left for ``target`` (a process
+    killed mid-write can't run its own cleanup); returns the paths removed.
+
+    Only names of the exact ``.<name>.<8 random>.part`` form are touched. A second run writing
+    the same target at the same moment would lose its temporary file and fail that write,
+    never leave a partial one.
+    """
+    import glob
+
+    target = os.fsdecode(os.fspath(target))
+    directory = os.path.dirname(os.path.abspath(target))
+    prefix = temp_prefix(directory, os.path.basename(target))
+    pattern = os.path.join(glob.escape(directory), glob.escape(prefix) + "?" * _RANDOM_CHARS
+                           + glob.escape(TEMP_SUFFIX))
+    removed = []
+    for path in glob.glob(pattern, include_hidden=True) if sys.version_info >= (3, 11) \
+            else glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
 
 
 def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], None],
