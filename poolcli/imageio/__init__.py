@@ -34,6 +34,7 @@ from poolcli.imageio.values import (
     output_dtype_for,
     parse_display,
     to_display,
+    to_uint8,
 )
 from poolcli.imageio.write import DEFAULT_JPEG_QUALITY, DEFAULT_PNG_COMPRESS_LEVEL, write_image
 
@@ -51,5 +52,6 @@ __all__ = [
     "parse_display",
     "read_image",
     "to_display",
+    "to_uint8",
     "write_image",
 ]

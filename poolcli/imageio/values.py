@@ -25,6 +25,7 @@ __all__ = [
     "output_dtype_for",
     "parse_display",
     "to_display",
+    "to_uint8",
 ]
 
 #: Mapping names accepted by :func:`to_display` and :func:`parse_display` (``sigma`` also as
@@ -296,3 +297,59 @@ def output_dtype_for(
         if src.kind in "iu" and src.itemsize >= 2:
             return np.dtype(np.uint16)
     return np.dtype(np.uint8)
+
+
+def to_uint8(array: np.ndarray, scale_dtype: np.dtype | type | None = None
+             ) -> tuple[np.ndarray, str]:
+    """Values on a 16-bit, wide-integer or float scale into ``uint8`` for an 8-bit-only format
+    (JPEG, WebP, BMP, GIF, 8-bit PNG): scaled, never clipped to white.
+
+    ``scale_dtype`` is the dtype whose scale the values are on (the input's, for a float
+    average of a 16-bit image; default the array's own):
+
+    - 16-bit integers: ``x / 257``, rounded (65535 -> 255), as ImageMagick, vips and Pillow do;
+    - 8-bit or narrower integers: rounded and clipped (they fit already);
+    - floats: ``0..1`` values times 255, any other range ``min..max`` -> ``0..255``
+      (finite values; NaN -> 0), and wider integers by their range too.
+
+    Returns the ``uint8`` array and a note naming the mapping. Works block by block: memory is
+    the result plus a few MiB.
+
+    >>> to_uint8(np.array([0, 257, 65535], np.uint16))[0].tolist()
+    [0, 1, 255]
+    >>> to_uint8(np.array([0.0, 0.5, 1.0]))[0].tolist()
+    [0, 128, 255]
+    """
+    values = np.asarray(array)
+    scale = np.dtype(scale_dtype if scale_dtype is not None else values.dtype)
+    if scale.kind in "iub" and scale.itemsize == 1:
+        return fit_to_dtype(values, np.uint8), "written as uint8 (rounded and clipped)"
+    if scale.kind in "iu" and scale.itemsize == 2:
+        lo, hi, note = 0.0, 65535.0, "16-bit values scaled to 8 bits (x/257, rounded)"
+    else:
+        lo, hi = _finite_range(values)
+        if scale.kind == "f" and lo >= 0.0 and hi <= 1.0:
+            lo, hi, note = 0.0, 1.0, "float values in 0..1 scaled to 8 bits (x*255, rounded)"
+        else:
+            hi = hi if hi > lo else lo + 1.0
+            note = f"values {lo:.6g}..{hi:.6g} mapped linearly to 0..255 for an 8-bit format"
+    flat = values.reshape(1) if values.ndim == 0 else values
+    out = np.empty(flat.shape, dtype=np.uint8)
+    for r0, r1, block in _row_blocks(flat):
+        x = block.astype(np.float64)
+        np.nan_to_num(x, copy=False, nan=lo, posinf=hi, neginf=lo)
+        x -= lo
+        x *= 255.0 / (hi - lo)
+        np.rint(x, out=x)
+        np.clip(x, 0, 255, out=x)
+        out[r0:r1] = x
+    return out.reshape(values.shape), note
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.inf, -np.inf
+    for _, _, block in _row_blocks(values.reshape(-1) if values.ndim else values.reshape(1)):
+        data = block[np.isfinite(block)] if block.dtype.kind == "f" else block
+        if data.size:
+            lo, hi = min(lo, float(data.min())), max(hi, float(data.max()))
+    return (0.0, 0.0) if lo > hi else (lo, hi)
