@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["Param", "Operator", "Result", "PARAMS", "OPERATORS", "ParamError", "get", "names",
-           "params_for", "affine", "describe"]
+           "params_for", "affine", "describe", "new_seed", "image_seed", "SEED_LIMIT"]
 
 
 class ParamError(ValueError):
@@ -42,6 +42,7 @@ class Param:
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     show: Callable[[Any, dict], str | None] | None = None  # text for labels, or None to omit
 
 
@@ -135,7 +136,8 @@ PARAMS: dict[str, Param] = {
               "stochastic: train samples a cell by probability, test weights by probability.",
               choices=("train", "test"), show=lambda v, p: v),
         Param("seed", ("--seed",), "int", None,
-              "stochastic: random seed [default: drawn and reported].", minimum=0,
+              "stochastic: random seed below 2**53 [default: drawn and reported]; each image's "
+              "own seed is in its record.", minimum=0, maximum=2**53 - 1,
               show=lambda v, p: (f"seed={v}" if v is not None and p.get("mode", "train") == "train"
                                  else None)),
         Param("k", ("--k",), "int", None,
@@ -313,31 +315,41 @@ def _run_adaptive_max(x, p, want_indices):
     return Result(*out) if want_indices else Result(out)
 
 
-def _seeded(p: dict) -> dict:
-    """Resolve the stochastic seed: the given one, or a fresh one that is reported."""
-    from poolcli.ops.stochastic import derive_seed, new_seed
+#: Seeds are below 2**53, so every JSON reader (jq, JavaScript) keeps them exact.
+SEED_LIMIT = 2**53
 
-    base = p.get("seed")
-    info = {}
-    if base is None:
-        base = new_seed()
-    key = p.get("_key")
-    seed = derive_seed(base, key) if key else base
-    info["seed"] = base
-    if key:
-        info["stream"] = f"derive_seed({base}, {key!r})"
-    return {"seed": seed, "info": info}
+
+def new_seed() -> int:
+    """A fresh seed in ``[0, 2**53)`` from OS entropy, reported so the run can be repeated."""
+    import secrets
+
+    return secrets.randbelow(SEED_LIMIT)
+
+
+def image_seed(base: int, index: int) -> int:
+    """The seed of the ``index``-th image of a run seeded with ``base``: ``base`` itself for the
+    first, an independent stream for the others (SHA-256 of the position, not of the file name,
+    so a renamed copy run alone with ``--seed <its seed>`` gives the same picks)."""
+    if index == 0:
+        return int(base)
+    from poolcli.ops.stochastic import derive_seed
+
+    return derive_seed(int(base), f"image {index}") >> 10  # 63 -> 53 bits
 
 
 def _run_stochastic(x, p, want_indices):
     from poolcli.ops.stochastic import stochastic_pool2d
 
-    s = _seeded(p)
-    want = want_indices and p["mode"] == "train"
+    train = p["mode"] == "train"
+    seed = p.get("seed")
+    if seed is None and train:
+        seed = new_seed()
+    want = want_indices and train
     out = stochastic_pool2d(x, p["kernel"], p["stride"], p["padding"], p["ceil_mode"],
-                            mode=p["mode"], seed=s["seed"], return_indices=want)
+                            mode=p["mode"], seed=seed or 0, return_indices=want)
     res = Result(*out) if want else Result(out)
-    res.info.update(s["info"])
+    if train:
+        res.info["seed"] = seed
     return res
 
 

@@ -54,8 +54,8 @@ def test_avg_float_result_is_rounded_for_png_and_exact_in_npy(workdir):
 
 def test_existing_output_needs_force_and_inputs_are_never_overwritten(workdir):
     assert run("pool", "chelsea.png").exit_code == 0
-    r = run("pool", "chelsea.png")
-    assert r.exit_code == 1 and "exists" in r.output
+    r = run("pool", "chelsea.png")  # one exit status in every command: 2, before reading
+    assert r.exit_code == 2 and "exists" in r.output and "--skip-existing" in r.output
     assert run("pool", "chelsea.png", "--force").exit_code == 0
     before = digest("chelsea.png")
     r = run("pool", "chelsea.png", "-o", "chelsea.png", "--force")
@@ -120,7 +120,8 @@ def test_stochastic_seed_is_reproducible_and_reported(workdir):
     b = once("--seed", "7")
     img_b = imageio.read_image("chelsea_stochastic.png").array
     np.testing.assert_array_equal(img_a, img_b)
-    assert a[0]["seed"] == 7 and a[0]["stream"] != a[1]["stream"]
+    assert a[0]["seed"] == 7 and a[1]["seed"] != 7  # the first image gets the seed itself
+    assert all(0 <= r["seed"] < 2**53 for r in a)  # exact in any JSON reader
     c = once()
     seed = c[0]["seed"]
     img_c = imageio.read_image("chelsea_stochastic.png").array
@@ -169,3 +170,68 @@ def test_indices_png_keeps_only_selected_cells(workdir):
     assert 0.2 < kept.mean() <= 0.25  # one cell per 2x2 window (fewer where the max is 0)
     r = run("pool", "--op", "avg", "--indices-png", "chelsea.png")
     assert r.exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# 16-bit into 8-bit formats, seeds, options that would be ignored
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp", "bmp"])
+def test_16_bit_into_an_8_bit_format_is_scaled_not_clipped(tmp_path, monkeypatch, fmt):
+    monkeypatch.chdir(tmp_path)
+    ramp = np.linspace(0, 65535, 40)[None, :, None] * np.linspace(0.2, 1, 32)[:, None, None]
+    x = (ramp * np.array([1.0, 0.7, 0.4])).astype(np.uint16)  # smooth: lossy codecs stay close
+    imageio.write_image("c16.png", x)
+    r = run("pool", "--op", "max", "c16.png", "--format", fmt, "--json", "-q", "--quality", "100")
+    assert r.exit_code == 0, r.output
+    rec = records(r)[0]
+    assert any("x/257" in n for n in rec["notes"])
+    got = imageio.read_image(rec["output"]).array.astype(np.float64)
+    expected = np.rint(max_pool2d(x, 2) / 257.0)  # what ImageMagick, vips and Pillow do
+    tolerance = 0 if fmt == "bmp" else 8  # lossy codecs, even at quality 100
+    assert np.abs(got - expected).mean() <= tolerance / 4
+    assert np.abs(got - expected).max() <= tolerance
+    assert got.mean() < 250  # the bug: a white picture
+
+
+def test_float_average_of_16_bit_into_jpeg_is_scaled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x = np.full((8, 8, 1), 30000, np.uint16)
+    imageio.write_image("g16.png", x)
+    r = run("pool", "--op", "avg", "g16.png", "--format", "bmp", "-q")
+    assert r.exit_code == 0
+    got = imageio.read_image("g16_avg.bmp").array
+    assert np.all(got == round(30000 / 257))
+
+
+def test_a_seed_from_a_record_repeats_that_image_alone_under_any_name(workdir):
+    r = run("pool", "--op", "stochastic", "-k", "3", "chelsea.png", "camera.png", "-o", "a",
+            "--json", "-q")
+    seeds = {x["input"]: x["seed"] for x in records(r)}
+    assert len(set(seeds.values())) == 2 and all(s < 2**53 for s in seeds.values())
+    os.rename("camera.png", "renamed.png")
+    r = run("pool", "--op", "stochastic", "-k", "3", "renamed.png", "--seed",
+            seeds["camera.png"], "-o", "b.png", "-q")
+    assert r.exit_code == 0
+    assert digest("b.png") == digest("a/camera_stochastic.png")
+    # -q still tells the drawn seed (without it nothing could be repeated)
+    r = run("pool", "--op", "stochastic", "chelsea.png", "-o", "c.png", "-q")
+    assert "repeat the run with --seed" in r.stderr
+
+
+@pytest.mark.parametrize("op, args, option", [
+    ("kmax", ["-k", "4"], "-k"), ("gap", ["-s", "2"], "-s"), ("avg", ["--dilation", "2"],
+                                                                 "--dilation"),
+    ("max", ["--weights", "1,0"], "--weights"), ("stochastic", ["--gem-p", "2"], "--gem-p"),
+])
+def test_an_option_the_operator_does_not_use_is_a_usage_error(workdir, op, args, option):
+    r = run("pool", "--op", op, *args, "chelsea.png")
+    assert r.exit_code == 2 and option in r.output and f"--op {op}" in r.output
+    assert not os.path.exists(f"chelsea_{op}.png")
+
+
+def test_help_shows_pair_defaults_as_one_number_and_blur_stride(workdir):
+    text = run("pool", "--help").output
+    assert "[default: 2]" in text and "2, 2" not in text
+    assert "blur: 2" in text

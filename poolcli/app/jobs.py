@@ -143,11 +143,12 @@ def pool_side_files(spec: PoolSpec):
     return side
 
 
-def pool_compute(x, op, params: dict, key: str, want_indices: bool):
-    """Run a pooling operator on one array; ``key`` names the image's own random stream."""
+def pool_compute(x, op, params: dict, index: int, want_indices: bool):
+    """Run a pooling operator on one array, the ``index``-th image of the run: a seeded
+    operator gets the image's own seed (:func:`poolcli.registry.image_seed`)."""
     run_params = dict(params)
-    if "seed" in op.params:  # each image its own random stream, derived from one base seed
-        run_params["_key"] = key
+    if "seed" in op.params and params.get("seed") is not None:
+        run_params["seed"] = registry.image_seed(params["seed"], index)
     return op.run(x, run_params, want_indices)
 
 
@@ -159,7 +160,7 @@ def pool_one(job, spec: PoolSpec, opts: WriteOptions, max_pixels) -> dict:
     img = read(job.source, max_pixels)
     x = img.array
     want_indices = spec.save_indices or spec.indices_png
-    result = pool_compute(x, op, spec.params, os.path.basename(job.source), want_indices)
+    result = pool_compute(x, op, spec.params, job.index, want_indices)
     values = result.values
     stats = stats_beside(x, values, img.channels, opts.stats)
     notes = list(img.notes) + [f"{k}: {v}" for k, v in result.info.items()]
@@ -226,13 +227,9 @@ def unpool_compute(x, m, *, accumulate: bool, output_size=None, what: str = "the
                         reduce="sum" if accumulate else None)
 
 
-def unpool_one(job, map_path: str, accumulate: bool, output_size, opts: WriteOptions,
+def unpool_one(job, m, map_path: str, accumulate: bool, output_size, opts: WriteOptions,
                max_pixels, preview: bool = False) -> dict:
-    """Unpool one image with the map at ``map_path`` (validated by the command first)."""
-    from poolcli.imageio import indexmap
-
-    m = indexmap.load(map_path) if max_pixels is None else indexmap.load(
-        map_path, max_pixels=max_pixels)
+    """Unpool one image with the map ``m`` loaded (and validated) from ``map_path``."""
     img = read(job.source, max_pixels)
     x = img.array
     try:

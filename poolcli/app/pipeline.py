@@ -47,7 +47,7 @@ def _pool_stage(n, stage, x, img, job, opts, notes, selection):
     from poolcli.app.runner import track_commit
 
     op = registry.get(stage.op)
-    result = pool_compute(x, op, stage.params, os.path.basename(job.source), op.selects)
+    result = pool_compute(x, op, stage.params, job.index, op.selects)
     if op.selects and result.indices is not None:
         meta = indexmap.build_meta(operator=op.name, params=stage.params, input_shape=x.shape,
                                    input_dtype=x.dtype, output_shape=result.values.shape,
@@ -68,7 +68,8 @@ def _norm_stage(stage, x):
     from poolcli.imageio import statsfile
 
     path = stage.flags["stats"]
-    return normalize_with(x, statsfile.load(path), stage.params, path)[0]
+    return normalize_with(x, statsfile.load(path), stage.params, path,
+                          bool(stage.flags.get("running")))[0]
 
 
 def run_pipeline(job, stages: list[Stage], opts: WriteOptions, max_pixels,

@@ -85,15 +85,14 @@ def _original_tile(img, scale, ncol, has_alpha):
     return tile, notes0
 
 
-def _op_tile(img, op, params, selection, scale, ncol, has_alpha):
+def _op_tile(img, index, op, params, selection, scale, ncol, has_alpha):
     """(tile, (values, result)) of one operator; ValueError/TypeError/MemoryError propagate."""
     import numpy as np
 
     from poolcli import visual
 
     op_p = op.resolve(params)
-    res = pool_compute(img.array, op, op_p, os.path.basename(img.source),
-                       op.selects_with(op_p) and selection)
+    res = pool_compute(img.array, op, op_p, index, op.selects_with(op_p) and selection)
     values = np.asarray(res.values)
     if values.ndim == 2:
         values = values[:, :, None]
@@ -110,7 +109,7 @@ def _op_tile(img, op, params, selection, scale, ncol, has_alpha):
         if clipped >= 0.005:
             top = {"uint8": "255", "uint16": "65535"}.get(scale.kind, f"{scale.hi:.4g}")
             third = f"{100 * clipped:.0f}% of values > {top}, shown clipped"
-    info = {k: v for k, v in res.info.items() if k != "stream"}
+    info = dict(res.info)
     tile = visual.Tile(
         rgb, [f"{op.name} {registry.describe(op, op_p, info)}".strip(),
               _stat_text(values.shape, mean, std), third],
@@ -154,7 +153,7 @@ def _diff_tile(op, ref_op, values, ref_values, hw, ncol):
         meta={"kind": "diff", "op": op.name, "ref": ref_op.name, "max_diff": top})
 
 
-def image_tiles(img, ops, params, diff_ref, selection, tile_size):
+def image_tiles(img, ops, params, diff_ref, selection, tile_size, index: int = 0):
     """The tiles of one image, its record and error lines; a failing operator becomes a grey
     placeholder tile (and an error line), the other tiles still come."""
     from poolcli import visual
@@ -167,8 +166,8 @@ def image_tiles(img, ops, params, diff_ref, selection, tile_size):
     tiles, errors, results = [first], [], {}
     for op in ops:
         try:
-            tile, results[op.name] = _op_tile(img, op, params, selection, scale, ncol,
-                                              has_alpha)
+            tile, results[op.name] = _op_tile(img, index, op, params, selection, scale,
+                                              ncol, has_alpha)
         except (ValueError, TypeError, MemoryError) as exc:
             errors.append(f"{img.source}: {op.name}: {one_line(exc)}")
             tile, results[op.name] = _failed("op", op, one_line(exc)), None
@@ -222,7 +221,8 @@ def build_sheet(runner, jobs, ops, params, ref, selection, tile_size, cols, titl
 
     def one(job):
         img = read(job.source, max_pixels)
-        tiles, record, errors = image_tiles(img, ops, params, ref, selection, tile_size)
+        tiles, record, errors = image_tiles(img, ops, params, ref, selection, tile_size,
+                                            job.index)
         return {"tiles": tiles, "record": record, "errors": errors,
                 "box": visual.tile_box(img.array.shape[:2], tile_size)}
 

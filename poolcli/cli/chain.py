@@ -59,6 +59,8 @@ def _run_chain(stages, inputs, pipeline_file, stats_mode, **kw):
         raise usage("a pipeline cannot start with unpool (nothing selected yet)")
     b = BatchArgs.pop(kw)
     reporter = common.new_reporter(b, quiet=b.quiet or stats_mode == "none")
+    for n, stage in enumerate(stages, 1):
+        common.say_seed(reporter, stage.params.pop("_drawn", None), f"stage {n} stochastic seed")
     reads = [pipeline_file] + [s.flags.get("stats") for s in stages]
     plan = common.plan(reporter, inputs, "-".join(s.op for s in stages), b,
                        side_files=pipeline_side_files(stages), reads=[r for r in reads if r])
@@ -84,6 +86,7 @@ def chain_pool(op_name, save_indices, **op_params):
     op, params = common.checked_op(op_name, op_params)
     common.unused(click.get_current_context(), set(op_params) - set(op.params),
                   f"does not apply to --op {op.name}")
+    params["_drawn"] = common.draw_seed(op, params)
     if save_indices and not op.selects_with(params):
         raise usage(f"--op {op.name} does not select cells; --save-indices needs one that "
                     f"does", "--save-indices")
@@ -97,7 +100,9 @@ def chain_pool(op_name, save_indices, **op_params):
 @display_option
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), default=None,
               help="batch: stored statistics (inference mode; required in a chain).")
-def chain_norm(op_name, display, stats_file, **op_params):
+@click.option("--running", is_flag=True,
+              help="batch: PyTorch's running statistics instead of the exact ones.")
+def chain_norm(op_name, display, stats_file, running, **op_params):
     """A normalization stage (options as `poolcli norm`)."""
     from poolcli.app.pipeline import Stage
 
@@ -114,7 +119,8 @@ def chain_norm(op_name, display, stats_file, **op_params):
         from poolcli.imageio import statsfile
 
         statsfile.load(stats_file)  # fail before any image is read
-    return Stage("norm", op.name, params, {"display": display, "stats": stats_file})
+    return Stage("norm", op.name, params, {"display": display, "stats": stats_file,
+                                           "running": running})
 
 
 @command.command("unpool", context_settings=CONTEXT)

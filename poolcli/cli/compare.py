@@ -113,7 +113,8 @@ def command(inputs, ops_text, diff_ref, selection, tile_size, cols, title, outpu
         raise usage("--json and -o - both need stdout; write the sheet to a file")
     b = BatchArgs(recursive=recursive, max_pixels=max_pixels, as_json=as_json, quiet=quiet,
                   verbose=verbose, force=force)
-    reporter = common.new_reporter(b, preview=preview, data_on_stdout=output == "-")
+    reporter = common.new_reporter(b, preview=preview, data_on_stdout=output == "-",
+                                   json_per_input=False)  # one JSON document: the sheet
     plan = make_plan(inputs, op_label="compare", recursive=recursive, name_outputs=False)
     for pattern in plan.missing:
         reporter.error(f"{pattern}: no files match")
@@ -127,9 +128,7 @@ def command(inputs, ops_text, diff_ref, selection, tile_size, cols, title, outpu
             raise usage(f"{path} exists; use --force to replace it")
     seed_drawn = any("seed" in op.params for op in ops) and params.get("seed") is None
     if seed_drawn:
-        from poolcli.ops.stochastic import new_seed
-
-        params["seed"] = new_seed()
+        params["seed"] = registry.new_seed()
     sheet = build_sheet(common.runner_for(reporter, b), plan.jobs, ops, params, ref, selection,
                         tile_size, cols, title, max_pixels)
     if sheet is not None:

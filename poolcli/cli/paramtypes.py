@@ -117,7 +117,8 @@ def click_type_for(param):
     if kind in ("pair", "size"):
         return PairType(minimum=int(param.minimum or 0), what=param.name.replace("_", " "))
     if kind == "int":
-        return click.IntRange(min=None if param.minimum is None else int(param.minimum))
+        return click.IntRange(min=None if param.minimum is None else int(param.minimum),
+                              max=None if param.maximum is None else int(param.maximum))
     if kind == "float":
         return BoundedFloat(param.minimum, open_min=param.minimum == 0, allow_inf=True)
     if kind == "floats":
