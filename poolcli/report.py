@@ -59,18 +59,21 @@ def describe_params(params: dict) -> str:
 
 
 def stats_table(record: dict):
-    """A rich Table of per-channel statistics for one processed image ``record``.
+    """Per-channel statistics of one processed image ``record``, as rich renderables.
 
-    Sections: ``in`` (the input) and ``out`` (the exact result, before any rounding for the file).
+    Sections: ``in`` (the input) and ``out`` (the exact result, before any rounding for the
+    file). The title (``input → output``) and the caption lines (shapes, operator, notes) are
+    lines of their own, not part of the table, so a long path or note is never wrapped at the
+    table's width: in a log each keeps one line.
     """
-    from rich.markup import escape
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    # File names are text, never rich markup ("a[/b].png" would raise MarkupError).
-    title = escape(printable(record.get("input", "")))
+    title = printable(record.get("input", ""))
     if record.get("output"):
-        title = f"{title} → {escape(printable(record['output']))}"
-    table = Table(title=title, title_justify="left", caption_justify="left")
+        title = f"{title} → {printable(record['output'])}"
+    table = Table()
     for name, justify in [("", "left"), ("ch", "left"), ("min", "right"), ("max", "right"),
                           ("mean", "right"), ("std (population)", "right"),
                           ("zeros", "right")]:
@@ -84,9 +87,9 @@ def stats_table(record: dict):
             zero = f"{100 * s['zero_fraction']:.1f}%"
             if s.get("nan"):
                 zero += f" ({s['nan']} NaN)"
-            table.add_row(label if i == 0 else "", s["channel"], fmt_num(s["min"]),
-                          fmt_num(s["max"]), fmt_num(s["mean"]), fmt_num(s["std"]), zero,
-                          end_section=i == len(stats) - 1)
+            table.add_row(label if i == 0 else "", Text(printable(s["channel"])),
+                          fmt_num(s["min"]), fmt_num(s["max"]), fmt_num(s["mean"]),
+                          fmt_num(s["std"]), zero, end_section=i == len(stats) - 1)
     caption = []
     if record.get("shape_in"):
         caption.append(f"in {tuple(record['shape_in'])} {record['dtype_in']}")
@@ -94,24 +97,23 @@ def stats_table(record: dict):
         caption.append(f"out {tuple(record['shape_out'])} {record['dtype_out']}")
     if record.get("op"):
         caption.append(f"{record['op']} {describe_params(record.get('params', {}))}".strip())
-    lines = [escape(printable(" · ".join(caption)))] if caption else []
-    lines.extend(escape(printable(note)) for note in record.get("notes", []))
-    table.caption = "\n".join(lines)
-    return table
+    lines = [" · ".join(caption)] if caption else []
+    lines.extend(record.get("notes", []))
+    return Group(Text(title), table, *(Text(printable(line)) for line in lines))
 
 
 def batch_stats_table(title: str, channels, mean, var, caption: str = ""):
-    """A rich Table of per-channel batch-norm statistics."""
-    from rich.markup import escape
+    """Per-channel batch-norm statistics (title and caption as lines of their own)."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=escape(printable(title)), title_justify="left",
-              caption=escape(printable(caption)) if caption else None, caption_justify="left")
+    t = Table()
     for col in ("ch", "mean", "var"):
         t.add_column(col, justify="left" if col == "ch" else "right")
     for c, m, v in zip(channels, mean, var):
-        t.add_row(escape(printable(c)), fmt_num(float(m)), fmt_num(float(v)))
-    return t
+        t.add_row(Text(printable(c)), fmt_num(float(m)), fmt_num(float(v)))
+    return Group(Text(printable(title)), t, *([Text(printable(caption))] if caption else []))
 
 
 def json_line(record: dict) -> str:

@@ -68,10 +68,43 @@ def test_fit_reproduces_pytorch_running_statistics(workdir):
     np.testing.assert_allclose(stats["running_mean"], bn.running_mean.numpy(), rtol=1e-10)
     np.testing.assert_allclose(stats["running_var"], bn.running_var.numpy(), rtol=1e-10)
     assert stats["num_batches_tracked"] == int(bn.num_batches_tracked)
-    # inference with the stored statistics equals BatchNorm2d in eval mode
-    r = run("norm", "--op", "batch", "--stats", "s.json", "b3.png", "--format", "npy", "-q")
+    # --running: inference with the running statistics equals BatchNorm2d in eval mode
+    r = run("norm", "--op", "batch", "--stats", "s.json", "--running", "b3.png", "--format",
+            "npy", "-q")
     assert r.exit_code == 0, r.output
     bn.eval()
     ref = bn(torch.from_numpy(imgs[3].astype(np.float64)).permute(2, 0, 1)[None])
     np.testing.assert_allclose(np.load("b3_batch.npy"), ref[0].permute(1, 2, 0).detach().numpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_inference_uses_the_exact_statistics_of_the_fitted_set_by_default(workdir):
+    """The tutorial: inference uses the mean and variance of the whole training set (running
+    averages only when the set is too large). Fitted on three images of different sizes."""
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, shape, dtype=np.uint8)
+            for shape in [(20, 30, 3), (31, 17, 3), (8, 8, 3)]]
+    for i, a in enumerate(imgs):
+        imageio.write_image(f"m{i}.png", a)
+    r = run("norm", "--op", "batch", "--fit", "--save-stats", "s.json", "m0.png", "m1.png",
+            "m2.png", "--batch-size", "2", "-q")
+    assert r.exit_code == 0, r.output
+    stats = json.load(open("s.json"))
+    pixels = np.concatenate([a.reshape(-1, 3) for a in imgs]).astype(np.float64)
+    np.testing.assert_allclose(stats["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats["var"], pixels.var(axis=0), rtol=1e-12)
+    assert stats["images"] == 3 and stats["count"] == len(pixels)
+    r = run("norm", "--op", "batch", "--stats", "s.json", "m1.png", "--format", "npy")
+    assert r.exit_code == 0 and "exact statistics of 3 images" in r.output
+    y = np.load("m1_batch.npy")
+    ref = (imgs[1] - pixels.mean(axis=0)) / np.sqrt(pixels.var(axis=0) + 1e-5)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    r = run("norm", "--op", "batch", "--stats", "s.json", "--running", "m1.png", "--format",
+            "npy", "--force")
+    assert r.exit_code == 0 and "running statistics" in r.output
+    assert not np.allclose(np.load("m1_batch.npy"), ref, atol=1e-2)  # PyTorch's, from 0 and 1
+
+
+def test_running_without_stats_is_a_usage_error(workdir):
+    r = run("norm", "--op", "batch", "--running", "chelsea.png")
+    assert r.exit_code == 2 and "--running" in r.output

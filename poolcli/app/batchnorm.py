@@ -32,19 +32,32 @@ class FitOptions:
     force: bool = False
 
 
-def inference_statistics(stored: dict) -> tuple[list, list, str]:
-    """(mean, var, description) used for inference from a loaded statistics file."""
-    return stored["running_mean"], stored["running_var"], "running statistics"
+def inference_statistics(stored: dict, running: bool = False) -> tuple[list, list, str]:
+    """(mean, var, description) for inference from a loaded statistics file.
+
+    By default the exact mean and (biased) variance of every pixel of the whole fitted set, as
+    the tutorial defines inference ("in principle the mean and variance of all samples");
+    ``running``: PyTorch's momentum-averaged running statistics, the fallback for sets too
+    large to see whole (``model.eval()`` in PyTorch uses these).
+    """
+    if running:
+        momentum = stored.get("momentum")
+        how = "cumulative average" if momentum is None else f"momentum {momentum:g}"
+        return (stored["running_mean"], stored["running_var"],
+                f"running statistics ({how}, {stored.get('num_batches_tracked')} chunks)")
+    return (stored["mean"], stored["var"],
+            f"exact statistics of {stored.get('images')} images "
+            f"({stored.get('count')} pixels per channel)")
 
 
-def normalize_with(x, stored: dict, params: dict, what: str):
+def normalize_with(x, stored: dict, params: dict, what: str, running: bool = False):
     """Batch norm of one image ``x`` (H, W, C) in inference mode with the loaded statistics
     ``stored`` of the file ``what``; returns (values, description of the statistics)."""
     import numpy as np
 
     from poolcli.ops import batch_norm
 
-    mean, var, used = inference_statistics(stored)
+    mean, var, used = inference_statistics(stored, running)
     mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
     if x.shape[-1] != mean.size:
         raise ValueError(f"{x.shape[-1]} channels, but {what} has statistics for {mean.size}")
@@ -54,15 +67,12 @@ def normalize_with(x, stored: dict, params: dict, what: str):
     return values, used
 
 
-def infer_one(job, stats_path: str, params: dict, opts: WriteOptions, max_pixels,
-              preview: bool = False) -> dict:
-    """Normalize one image with the statistics stored at ``stats_path`` (inference mode)."""
-    from poolcli.imageio import statsfile
-
-    stored = statsfile.load(stats_path)
+def infer_one(job, stored: dict, stats_path: str, running: bool, params: dict,
+              opts: WriteOptions, max_pixels, preview: bool = False) -> dict:
+    """Normalize one image with the statistics ``stored`` (loaded from ``stats_path``)."""
     img = read(job.source, max_pixels)
     try:
-        values, used = normalize_with(img.array, stored, params, stats_path)
+        values, used = normalize_with(img.array, stored, params, stats_path, running)
     except ValueError as exc:
         raise PoolcliError(f"{img.source}: {exc}") from None
     notes = list(img.notes) + [f"inference with {used} of {stats_path}"]
@@ -161,10 +171,8 @@ def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_
 
     def flush():
         if chunk:
-            import numpy as np
-
             try:
-                rs.update(np.stack([img.array for _, img in chunk]), momentum=fit_opts.momentum)
+                rs.update(_as_batch([img.array for _, img in chunk]), momentum=fit_opts.momentum)
             except (ValueError, TypeError) as exc:
                 _fail(runner, chunk, f"{', '.join(img.source for _, img in chunk)}: "
                                      f"{one_line(exc)}")
@@ -175,11 +183,13 @@ def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_
     for job, img in _read_each(runner, jobs, max_pixels):
         if shape is None:
             shape, channels = img.array.shape, img.channels
-        if img.array.shape != shape:
+        if img.array.shape[-1] != shape[-1]:
             runner.record(Outcome(job.index, job.source, "error", message=(
-                f"{img.source}: shape {img.array.shape} differs from the first image's "
-                f"{shape}; batch statistics need one shape")))
+                f"{img.source}: {img.array.shape[-1]} channels, but the first image has "
+                f"{shape[-1]}; statistics are per channel")))
             continue
+        if img.array.shape != shape:
+            shape = (None, None, shape[-1])  # images of several sizes: per-pixel statistics
         chunk.append((job, img))
         if len(chunk) == fit_opts.batch_size:
             flush()
@@ -201,6 +211,18 @@ def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_
                        on_commit=track_commit)
     runner.tally.ok += len(used)  # the fitted images are in the statistics now on disk
     reporter.json({"stats": record, "output": fit_opts.save_stats})
+
+
+def _as_batch(arrays: list):
+    """One chunk as a batch for the statistics: stacked (N, H, W, C) when the images share a
+    size (exactly PyTorch's mini-batch), else every pixel of every image as one (1, P, 1, C)
+    batch: per-channel statistics over all pixels, each pixel counted once."""
+    import numpy as np
+
+    if len({a.shape for a in arrays}) == 1:
+        return np.stack(arrays)
+    c = arrays[0].shape[-1]
+    return np.concatenate([a.reshape(-1, c) for a in arrays])[None, :, None, :]
 
 
 def _read_each(runner: Runner, jobs, max_pixels):
@@ -226,5 +248,6 @@ def _stats_record(rs, channels, used, shape, params, fit_opts: FitOptions) -> di
         "var_unbiased": rs.var_unbiased.tolist(), "running_mean": rs.running_mean.tolist(),
         "running_var": rs.running_var.tolist(), "num_batches_tracked": int(rs.num_batches_tracked),
         "momentum": fit_opts.momentum, "batch_size": fit_opts.batch_size, "eps": params["eps"],
-        "shape": list(shape), "sources": [os.path.basename(img.source) for _, img in used],
+        "shape": list(shape) if shape[0] is not None else None,
+        "sources": [os.path.basename(img.source) for _, img in used],
     }

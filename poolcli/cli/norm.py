@@ -29,18 +29,23 @@ from poolcli.cli.paramtypes import BoundedFloat
 @click.option("--save-stats", type=click.Path(dir_okay=False), default=None,
               help="batch --fit: write the statistics JSON here.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), default=None,
-              help="batch: normalize with stored statistics (inference mode).")
+              help="batch: normalize with stored statistics (inference mode): the exact mean "
+                   "and variance of the whole fitted set.")
+@click.option("--running", is_flag=True,
+              help="batch --stats: use PyTorch's momentum running statistics instead (what "
+                   "model.eval() uses).")
 @preview_option
 @batch_options
 def command(inputs, op_name, display, fit, batch_size, momentum, cumulative, save_stats,
-            stats_file, preview, **kw):
+            stats_file, running, preview, **kw):
     """Normalize each image in INPUTS (instance, layer, group) or all of them as one batch.
 
     \b
     batch norm has three modes:
       poolcli norm --op batch a.png b.png ...                 # one batch, batch statistics
-      poolcli norm --op batch --fit --save-stats s.json dir/  # fit running statistics
-      poolcli norm --op batch --stats s.json new.png          # inference with stored statistics
+      poolcli norm --op batch --fit --save-stats s.json dir/  # fit statistics (any sizes)
+      poolcli norm --op batch --stats s.json new.png          # inference: exact statistics
+      poolcli norm --op batch --stats s.json --running new.png  # ... PyTorch's running ones
     """
     from poolcli.app import batchnorm
     from poolcli.app.jobs import norm_one
@@ -58,24 +63,29 @@ def command(inputs, op_name, display, fit, batch_size, momentum, cumulative, sav
         raise usage("--fit and --stats exclude each other")
     if not fit:
         common.unused(ctx, ("batch_size", "momentum", "cumulative"), "works with --fit only")
+    if not stats_file:
+        common.unused(ctx, ("running",), "works with --stats only")
+    reporter = common.new_reporter(b, preview=preview)
     if stats_file:
+        from poolcli.app.batchnorm import inference_statistics
         from poolcli.imageio import statsfile
 
-        statsfile.load(stats_file)  # a bad statistics file is exit 2, before any image
-    reporter = common.new_reporter(b, preview=preview)
+        stored = statsfile.load(stats_file)  # a bad statistics file is exit 2, before any image
+        mean, var, used = inference_statistics(stored, running)
+        reporter.batch_stats(f"inference with the {used} of {stats_file}",
+                             stored["channels"], mean, var)
     preview_on = reporter.preview != "never"
     # fitting writes only the statistics file, so outputs are not named
     plan = common.plan(reporter, inputs, op.name, b, name_outputs=not fit,
                        run_outputs=[save_stats] if save_stats else [],
                        reads=[stats_file] if stats_file else [])
-    _check_run_outputs(plan, b)
     opts = common.write_options(b, display)
     if op.name != "batch":
         common.run(reporter, plan.jobs, norm_one, (op.name, params, opts, b.max_pixels,
                                                    preview_on), b)
     elif stats_file:
         common.run(reporter, plan.jobs, batchnorm.infer_one,
-                   (stats_file, params, opts, b.max_pixels, preview_on), b)
+                   (stored, stats_file, running, params, opts, b.max_pixels, preview_on), b)
     elif fit:
         fit_opts = batchnorm.FitOptions(batch_size, None if cumulative else momentum,
                                         save_stats, b.force)
@@ -85,12 +95,3 @@ def command(inputs, op_name, display, fit, batch_size, momentum, cumulative, sav
         batchnorm.apply_batch(common.runner_for(reporter, b), reporter, plan.jobs, params, opts,
                               b.max_pixels)
     common.exit_with(reporter)
-
-
-def _check_run_outputs(plan, b: BatchArgs) -> None:
-    """A run's own output (the statistics file) never replaces a file without --force."""
-    import os
-
-    for path in plan.run_outputs:
-        if os.path.lexists(path) and not b.force:
-            raise usage(f"{path} exists; use --force to replace it", "--save-stats")

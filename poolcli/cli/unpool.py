@@ -30,14 +30,12 @@ def command(pooled, map_path, accumulate, output_size, preview, **kw):
     from poolcli.imageio import indexmap
 
     b = BatchArgs.pop(kw)
-    max_pixels = b.max_pixels
-    if max_pixels is None:
-        indexmap.load(map_path)  # a bad map is exit 2, before the image is read
-    else:
-        indexmap.load(map_path, max_pixels=max_pixels)
     reporter = common.new_reporter(b, preview=preview)
     plan = common.plan(reporter, [pooled], "unpool", b, reads=[map_path])
+    # a bad map is exit 2, before the image is read; loaded once, for the one job
+    m = indexmap.load(map_path, **({} if b.max_pixels is None else
+                                   {"max_pixels": b.max_pixels}))
     common.run(reporter, plan.jobs, unpool_one,
-               (map_path, accumulate, output_size, common.write_options(b), b.max_pixels,
+               (m, map_path, accumulate, output_size, common.write_options(b), b.max_pixels,
                 reporter.preview != "never"), b)
     common.exit_with(reporter)
