@@ -240,9 +240,6 @@ def test_a_bad_template_is_a_usage_error_for_name_before_expansion(cwd):
     assert info.value.option == "--name"
 
 
-@pytest.mark.xfail(strict=True, reason="poolcli/app/plan.py check_template reads the width by "
-                                       "joining every digit before the '.', so a digit fill "
-                                       "character counts: '{index:9>8}' is width 98")
 def test_a_digit_fill_character_is_not_part_of_the_width():
     assert check_template("{index:9>8}{ext}") is None  # fill '9', align '>', width 8
 
@@ -281,13 +278,6 @@ def test_two_inputs_writing_one_output(cwd):
         "x/a.png and x/a.png would both write x/a_max.png"
 
 
-OWNER_BUG = ("poolcli/app/plan.py _check_collisions keeps one owner per path (a dict keyed by "
-             "path), so a clash is reported with the last writer named twice: 'y/a.png and "
-             "y/a.png would both write out/a_max.png', 'a.png and a.png would both write "
-             "a_max.png' for a run output")
-
-
-@pytest.mark.xfail(strict=True, reason=OWNER_BUG)
 @pytest.mark.parametrize("inputs, kw, expected", [
     (["x/a.png", "y/a.png"], {"output": "out"},
      "y/a.png and x/a.png would both write out/a_max.png"),

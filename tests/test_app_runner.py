@@ -267,8 +267,12 @@ def test_record_counts_an_outcome_decided_outside_run():
     assert tally.skipped == 1 and reporter.seen() == [("x.png", "skipped")]
 
 
-def test_a_bug_in_a_job_is_not_swallowed():
-    """Only input errors (OSError, ValueError, PoolcliError, ...) become outcomes; a KeyError
-    is a bug in poolcli and reaches the top level loudly."""
-    with pytest.raises(KeyError):
-        run_jobs([Job("a.png")], broken)
+def test_a_bug_in_a_job_is_one_loud_line_and_the_batch_goes_on():
+    """A KeyError is a bug in poolcli, not the input's fault: it still fails that input only
+    (one line, no traceback unless -v), says it is a bug, and the other inputs go on."""
+    reporter, tally = run_jobs([Job("a.png", index=0), Job("b.png", index=1)], broken)
+    assert [o.status for o in reporter.outcomes] == ["error", "error"]
+    assert tally.failed == 2
+    message = reporter.outcomes[0].message
+    assert message.startswith("a.png: ") and "internal error KeyError" in message
+    assert "\n" not in message

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -167,7 +168,7 @@ def check_template(template: str) -> str | None:
             return f"bad template {template!r}: no conversions (!{conversion}) in fields"
         if "{" in (spec or ""):
             return f"bad template {template!r}: nested fields are not allowed"
-        width = "".join(ch for ch in (spec or "").split(".")[0] if ch.isdigit())
+        width = _SPEC.match(spec or "").group("width")
         if width and int(width) > MAX_FIELD_WIDTH:
             return f"bad template {template!r}: field width {width} (at most {MAX_FIELD_WIDTH})"
     try:
@@ -180,6 +181,10 @@ def check_template(template: str) -> str | None:
         return (f"bad template {template!r}: the name must end in an image suffix "
                 f"(use {{ext}}, e.g. {DEFAULT_TEMPLATE})")
     return None
+
+
+#: A format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?z?#?(?P<width>\d*)")
 
 
 def _render(template: str, **values) -> str:
@@ -306,20 +311,22 @@ def _check_existing(plan: Plan, existing: str) -> None:
 def _check_collisions(plan: Plan, reads: Iterable[str]) -> None:
     read_keys = {same_file(j.source): j.source for j in plan.jobs if j.source != STDIN}
     read_keys.update({same_file(p): p for p in reads if p and p != STDIN})
-    owner = {j.output: j.source for j in plan.jobs if j.output}
-    owner.update({p: j.source for j in plan.jobs for p in j.side})
+    writes = [(j.output, j.source) for j in plan.jobs if j.output]
+    writes += [(p, j.source) for j in plan.jobs for p in j.side]
+    writes += [(p, None) for p in plan.run_outputs]
     problems, seen = [], {}
-    for path in plan.writes():
+    for path, who in writes:
         if path == STDOUT:
             continue
         key = same_file(path)
-        who = owner.get(path, "the run")
         if key in read_keys:
-            where = f"{who}: output " if who != "the run" else ""
+            where = f"{who}: output " if who is not None else ""
             problems.append(f"{where}{path} would overwrite an input ({read_keys[key]}); "
                             f"inputs are never overwritten")
         elif key in seen:
-            problems.append(f"{who} and {seen[key]} would both write {path}")
+            first = seen[key] if seen[key] is not None else "the run"
+            problems.append(f"{who if who is not None else 'the run'} and {first} would both "
+                            f"write {path}")
         else:
             seen[key] = who
     if problems:

@@ -153,6 +153,14 @@ def guarded(fn: Callable, job: Any, args: tuple, verbose: bool = False) -> Outco
     except INPUT_ERRORS as exc:
         _remove(committed())
         return Outcome(index, source, "error", message=error_message(exc, source, verbose))
+    except Exception as exc:  # a bug in poolcli: still one input's failure, loudly named
+        _remove(committed())
+        message = error_message(exc, source, verbose)
+        first, _, rest = message.partition("\n")
+        hint = "" if verbose else " (-v shows the traceback)"
+        return Outcome(index, source, "error", message=(
+            f"{first} [internal error {type(exc).__name__}: a bug in poolcli, please report "
+            f"it{hint}]" + (f"\n{rest}" if rest else "")))
     finally:
         if _IN_WORKER:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
