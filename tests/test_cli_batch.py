@@ -259,3 +259,32 @@ def test_json_has_a_record_for_every_input_in_order(workdir):
     assert set(recs[0]) == {"input", "error"} and "no files match" in recs[0]["error"]
     assert set(recs[2]) == {"input", "error"} and "bad.png" in recs[2]["error"]
     assert recs[-1]["summary"]["failed"] == 2 and recs[-1]["summary"]["ok"] == 2
+
+
+def test_poolcli_never_reprocesses_its_own_outputs(tmp_path, monkeypatch):
+    """pool --op avg photos/ after pool --op max photos/ must not make img_max_avg.png: every
+    output says in its metadata that poolcli wrote it, and expansion leaves those out."""
+    monkeypatch.chdir(tmp_path)
+    _tiny_folder(2)
+    assert run("pool", "--op", "max", "in", "-q").exit_code == 0
+    r = run("pool", "--op", "avg", "in", "--json")
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir("in")) == ["p0.png", "p0_avg.png", "p0_max.png", "p1.png",
+                                        "p1_avg.png", "p1_max.png"]
+    assert "left out 2 image(s) poolcli wrote" in r.stderr
+    assert json_lines(r)[-1]["summary"]["skipped"] == 2
+    # named on the command line, or with --include-outputs, they are inputs like any other
+    assert run("pool", "--op", "min", "in/p0_max.png", "-q").exit_code == 0
+    r = run("pool", "--op", "lp", "in", "--include-outputs", "--dry-run")
+    assert "in/p0_max.png -> in/p0_max_lp.png" in r.stdout
+
+
+def test_stats_tells_how_a_file_was_made(workdir):
+    assert run("pool", "--op", "stochastic", "-k", "3", "--seed", "4", "chelsea.png",
+               "-q").exit_code == 0
+    r = run("stats", "chelsea_stochastic.png", "--json")
+    made = json_lines(r)[0]["provenance"]
+    assert made["command"] == "pool" and made["op"] == "stochastic"
+    assert made["params"]["kernel"] == [3, 3] and made["params"]["seed"] == 4
+    assert made["software"].startswith("poolcli ")
+    assert json_lines(run("stats", "chelsea.png", "--json"))[0]["provenance"] is None

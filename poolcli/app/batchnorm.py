@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from poolcli import __version__, registry
 from poolcli.app.jobs import PREVIEW_KEY, build_record, read, stats_beside
-from poolcli.app.outputs import WriteOptions, write_values
+from poolcli.app.outputs import WriteOptions, provenance, write_values
 from poolcli.app.runner import Outcome, Runner, guarded
 from poolcli.errors import PoolcliError
 
@@ -77,8 +77,9 @@ def infer_one(job, stored: dict, stats_path: str, running: bool, params: dict,
         raise PoolcliError(f"{img.source}: {exc}") from None
     notes = list(img.notes) + [f"inference with {used} of {stats_path}"]
     stats = stats_beside(img.array, values, img.channels, opts.stats)
+    made = provenance("norm", "batch", {**params, "running": running})
     display = write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
-                           signed=True)
+                           signed=True, provenance=made)
     extra = {PREVIEW_KEY: (values, None, img.channels)} if preview else {}
     return build_record(img, job.output, "batch", params, values, notes, stats=stats,
                         display=display, **extra)
@@ -154,7 +155,7 @@ def apply_batch(runner: Runner, reporter, jobs, params: dict, opts: WriteOptions
         img, out = images[job.index], results[job.index]
         notes = list(img.notes) + [f"batch statistics over {len(loaded)} images"]
         display = write_values(out, job.output, channels=img.channels, opts=opts, notes=notes,
-                               signed=True)
+                               signed=True, provenance=provenance("norm", "batch", params))
         return build_record(img, job.output, "batch", params, out, notes,
                             stats=opts.stats or None, display=display)
 

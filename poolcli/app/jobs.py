@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolcli import registry
-from poolcli.app.outputs import WriteOptions, write_values
+from poolcli.app.outputs import WriteOptions, provenance, write_values
 from poolcli.errors import PoolcliError
 
 __all__ = ["read", "build_record", "channel_stats", "Background", "PoolSpec", "pool_one",
@@ -172,13 +172,15 @@ def pool_one(job, spec: PoolSpec, opts: WriteOptions, max_pixels) -> dict:
                                    source=img.source)
         indexmap.save(map_path, result.indices, meta, overwrite=opts.force)
         extra["indices"] = map_path
+    made = provenance("pool", op.name, spec.params, result.info)
     if spec.indices_png:
         from poolcli.visual import selection_picture
 
         write_values(selection_picture(x, result.indices), selection_path(job.output),
-                     channels=img.channels, opts=opts, notes=[], source_dtype=x.dtype)
+                     channels=img.channels, opts=opts, notes=[], source_dtype=x.dtype,
+                     provenance={**made, "picture": "selected cells"})
     write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
-                 source_dtype=x.dtype)
+                 source_dtype=x.dtype, provenance=made)
     if spec.preview:
         extra[PREVIEW_KEY] = (values, x.dtype, img.channels)
     return build_record(img, job.output, op.name, spec.params, values, notes, stats=stats,
@@ -198,7 +200,7 @@ def norm_one(job, op_name: str, params: dict, opts: WriteOptions, max_pixels,
     notes = list(img.notes)
     stats = stats_beside(img.array, values, img.channels, opts.stats)
     display = write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
-                           signed=True)
+                           signed=True, provenance=provenance("norm", op.name, params))
     extra = {PREVIEW_KEY: (values, None, img.channels)} if preview else {}
     return build_record(img, job.output, op.name, params, values, notes, stats=stats,
                         display=display, **extra)
@@ -242,8 +244,9 @@ def unpool_one(job, m, map_path: str, accumulate: bool, output_size, opts: Write
                                f"{m.meta.get('source')} {h}x{w}"]
     signed = x.dtype.kind == "f" and bool(x.size) and float(x.min()) < 0  # normalized input
     stats = stats_beside(x, values, img.channels, opts.stats)
+    made = provenance("unpool", "unpool", {"accumulate": accumulate})
     display = write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
-                           source_dtype=x.dtype, signed=signed)
+                           source_dtype=x.dtype, signed=signed, provenance=made)
     zero = float((values == 0).mean())
     notes.append(f"zero cells: {100 * zero:.1f}% (non-overlapping k x k pooling gives about "
                  f"1 - 1/k²)")
@@ -260,7 +263,19 @@ def unpool_one(job, m, map_path: str, accumulate: bool, output_size, opts: Write
 
 
 def stats_one(job, max_pixels) -> dict:
+    """Statistics of one image, and how poolcli made it when it did (its metadata says)."""
+    from poolcli.imageio.provenance import read_provenance
+
     img = read(job.source, max_pixels)
+    notes = list(img.notes)
+    made = None if job.source == "-" else read_provenance(job.source)
+    if made:
+        from poolcli.report import describe_params
+
+        params = describe_params(made.get("params") or {})
+        notes.append(" ".join(f"made by {made.get('software')}: {made.get('command')} --op "
+                              f"{made.get('op')} {params}".split()))
     return {"input": img.source, "shape_in": list(img.array.shape),
             "dtype_in": str(img.array.dtype), "channels": list(img.channels),
-            "stats_in": channel_stats(img.array, img.channels), "notes": list(img.notes)}
+            "stats_in": channel_stats(img.array, img.channels), "notes": notes,
+            "provenance": made}

@@ -21,7 +21,7 @@ from poolcli.formats import DEFAULT_DISPLAY
 
 STDOUT = "-"
 
-__all__ = ["WriteOptions", "write_values"]
+__all__ = ["WriteOptions", "write_values", "provenance"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,11 @@ class WriteOptions:
 
 
 def write_values(values, path: str, *, channels, opts: WriteOptions, notes: list[str],
-                 source_dtype=None, signed: bool = False) -> str | None:
+                 source_dtype=None, signed: bool = False, provenance: dict | None = None
+                 ) -> str | None:
     """Write ``values`` to ``path`` in a dtype its format holds; returns the display mapping
-    used for signed results (or None). Notes about rounding or mapping go into ``notes``."""
+    used for signed results (or None). Notes about rounding or mapping go into ``notes``;
+    ``provenance`` (what made the file) goes into the file's own metadata."""
     import numpy as np
 
     from poolcli import imageio
@@ -64,10 +66,23 @@ def write_values(values, path: str, *, channels, opts: WriteOptions, notes: list
                          f"use --format npy or tiff for the exact values")
     if path == STDOUT:
         imageio.write_image(STDOUT, data, channels=channels, format=named.rsplit(".", 1)[1],
-                            compress_level=opts.compress_level, quality=opts.quality)
+                            compress_level=opts.compress_level, quality=opts.quality,
+                            provenance=provenance)
         return display
     imageio.make_parent_dirs(path)
     imageio.write_image(path, data, channels=channels, overwrite=opts.force,
                         compress_level=opts.compress_level, quality=opts.quality,
-                        on_commit=track_commit)
+                        on_commit=track_commit, provenance=provenance)
     return display
+
+
+def provenance(command: str, op: str, params: dict, info: dict | None = None) -> dict:
+    """What made an output, for its metadata (the writer adds poolcli's version): the command,
+    the operator and the parameters that repeat it. A seeded operator records the image's own
+    seed, and no file name is recorded, so a rerun on a renamed copy writes the same bytes."""
+    record = {"command": command, "op": op,
+              "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()
+                         if not k.startswith("_")}}
+    if info and "seed" in info and "seed" in record["params"]:
+        record["params"]["seed"] = info["seed"]
+    return record

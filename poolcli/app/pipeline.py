@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from poolcli import registry
 from poolcli.app.jobs import build_record, channel_stats, jsonable, pool_compute, read, \
     unpool_compute
-from poolcli.app.outputs import WriteOptions, write_values
+from poolcli.app.outputs import WriteOptions, provenance, write_values
 
 __all__ = ["Stage", "run_pipeline", "stage_map_path", "pipeline_side_files"]
 
@@ -93,8 +93,14 @@ def run_pipeline(job, stages: list[Stage], opts: WriteOptions, max_pixels,
             "params": jsonable(stage.params), "shape_out": list(x.shape),
             "dtype_out": str(x.dtype),
             "stats_out": channel_stats(x, img.channels) if stats_mode == "each" else None})
+    made = provenance("chain", "-".join(s.op for s in stages), {})
+    made["stages"] = [{"command": s.command, "op": s.op, **{k: list(v) if isinstance(v, tuple)
+                                                          else v for k, v in s.params.items()
+                                                          if not k.startswith("_")}}
+                      for s in stages]
     display = write_values(x, job.output, channels=img.channels, opts=opts, notes=notes,
-                           source_dtype=img.array.dtype, signed=signed and x.dtype.kind == "f")
+                           source_dtype=img.array.dtype, signed=signed and x.dtype.kind == "f",
+                           provenance=made)
     extra = {"stages": records}
     if stats_mode == "each":
         extra["sections"] = [(f"{r['stage']} {r['op']}", r["stats_out"]) for r in records]

@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 from poolcli.errors import UsageError
 from poolcli.formats import SUPPORTED_SUFFIXES
 
-__all__ = ["STDIN", "STDOUT", "Job", "Plan", "make_plan", "expand_inputs", "output_name",
+__all__ = ["STDIN", "STDOUT", "Job", "Plan", "make_plan", "expand", "expand_inputs", "output_name",
            "check_template", "TEMPLATE_FIELDS", "DEFAULT_TEMPLATE", "same_file"]
 
 STDIN = "-"
@@ -60,6 +60,7 @@ class Plan:
     jobs: list[Job]
     missing: list[str] = field(default_factory=list)  # patterns that matched nothing
     unsupported: int = 0  # files in input directories that are not images
+    own_outputs: int = 0  # files poolcli wrote, left out of directory and glob expansion
     run_outputs: tuple[str, ...] = ()  # files written once per run (--save-stats, a sheet)
     total: int = 0  # inputs before --shard
 
@@ -84,16 +85,27 @@ def _supported(path: str) -> bool:
     return path.lower().endswith(SUPPORTED_SUFFIXES)
 
 
-def expand_inputs(items: Iterable, *, recursive: bool = False) -> tuple[list[Job], int, list[str]]:
+def expand_inputs(items: Iterable, *, recursive: bool = False, include_outputs: bool = True
+                  ) -> tuple[list[Job], int, list[str]]:
     """Expand files, directories and glob patterns (expanded here, not by the shell).
 
     Returns ``(jobs, unsupported, missing)``: unsupported files found inside directories are
     skipped and counted; patterns that match nothing are reported in ``missing``. A plain file
     path is kept even if it does not exist or has an odd suffix, so that reading it gives a clear
-    error naming it.
+    error naming it. Without ``include_outputs``, files that directories and patterns turn up
+    but that poolcli itself wrote (their metadata says so) are left out; use
+    :func:`expand` to know how many.
     """
+    jobs, unsupported, missing, _ = expand(items, recursive=recursive,
+                                           include_outputs=include_outputs)
+    return jobs, unsupported, missing
+
+
+def expand(items: Iterable, *, recursive: bool = False, include_outputs: bool = True
+           ) -> tuple[list[Job], int, list[str], int]:
+    """:func:`expand_inputs`, plus the count of poolcli's own outputs left out."""
     jobs: list[Job] = []
-    unsupported = 0
+    unsupported, own = 0, 0
     missing: list[str] = []
     for item in items:
         item = os.fspath(item)
@@ -113,12 +125,20 @@ def expand_inputs(items: Iterable, *, recursive: bool = False) -> tuple[list[Job
                     jobs.extend(found)
                     unsupported += skip
                 else:
-                    jobs.append(Job(m))
+                    jobs.append(Job(m, rel_dir="*"))  # "*": found by a pattern
         else:
-            jobs.append(Job(item))
+            jobs.append(Job(item, rel_dir="="))  # "=": named on the command line
+    if not include_outputs:
+        from poolcli.imageio.provenance import is_poolcli_output
+
+        kept = [j for j in jobs if j.rel_dir == "=" or j.source == STDIN
+                or not is_poolcli_output(j.source)]
+        own, jobs = len(jobs) - len(kept), kept
     for i, job in enumerate(jobs):
         job.index = i
-    return jobs, unsupported, missing
+        if job.rel_dir in ("=", "*"):
+            job.rel_dir = ""
+    return jobs, unsupported, missing, own
 
 
 def _walk(root: str, recursive: bool) -> tuple[list[Job], int]:
@@ -217,7 +237,7 @@ def make_plan(items: Iterable[str], *, op_label: str, output: str | None = None,
               shard: tuple[int, int] | None = None, name_outputs: bool = True,
               side_files: Callable[[str], Iterable[str]] | None = None,
               run_outputs: Iterable[str] = (), reads: Iterable[str] = (),
-              existing: str = "refuse") -> Plan:
+              existing: str = "refuse", include_outputs: bool = True) -> Plan:
     """Expand ``items`` and decide every path the run writes; usage problems raise UsageError.
 
     ``output``: ``None`` writes beside each input; a path with an image suffix is a single
@@ -229,7 +249,8 @@ def make_plan(items: Iterable[str], *, op_label: str, output: str | None = None,
     ``existing`` says what an output that already exists means: ``refuse`` (a usage error
     naming them, before anything is read), ``replace`` (``--force``) or ``skip``
     (``--skip-existing``: the job is marked and not run; a job whose main output is missing
-    but a side file exists is still refused).
+    but a side file exists is still refused). Without ``include_outputs``, directories and
+    patterns leave out the images poolcli wrote (named files are always kept).
     """
     template = template or DEFAULT_TEMPLATE
     problem = check_template(template)
@@ -238,10 +259,14 @@ def make_plan(items: Iterable[str], *, op_label: str, output: str | None = None,
     items = list(items)
     if not items:
         raise UsageError("no inputs given (INPUTS... or --from-list)")
-    jobs, unsupported, missing = expand_inputs(items, recursive=recursive)
+    jobs, unsupported, missing, own = expand(items, recursive=recursive,
+                                             include_outputs=include_outputs)
     if not jobs and not missing:
-        raise UsageError("no input images found")
-    plan = Plan(jobs, missing, unsupported, tuple(run_outputs), total=len(jobs))
+        more = (f" ({own} image(s) that poolcli wrote left out: --include-outputs takes them)"
+                if own else "")
+        raise UsageError(f"no input images found{more}")
+    plan = Plan(jobs, missing=missing, unsupported=unsupported, own_outputs=own,
+                run_outputs=tuple(run_outputs), total=len(jobs))
     if name_outputs:
         _name_outputs(jobs, op_label, output, fmt, template)
         if side_files is not None:

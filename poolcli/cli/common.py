@@ -66,12 +66,17 @@ def plan(reporter, inputs, op_label: str, b: BatchArgs, *, name_outputs: bool = 
     the_plan = make_plan(read_inputs(inputs, b), op_label=op_label, output=b.output,
                          fmt=b.fmt, template=b.name_template, recursive=b.recursive,
                          shard=b.shard, name_outputs=name_outputs, side_files=side_files,
-                         run_outputs=run_outputs, reads=reads, existing=b.existing)
+                         run_outputs=run_outputs, reads=reads, existing=b.existing,
+                         include_outputs=b.include_outputs)
     for pattern in the_plan.missing:
         reporter.error(f"{pattern}: no files match", source=pattern)
     if the_plan.unsupported:
         reporter.tally.skipped += the_plan.unsupported
         reporter.warn(f"skipped {the_plan.unsupported} unsupported file(s) in input directories")
+    if the_plan.own_outputs:
+        reporter.tally.skipped += the_plan.own_outputs
+        reporter.warn(f"left out {the_plan.own_outputs} image(s) poolcli wrote "
+                      f"(--include-outputs takes them)")
     reporter.tally.total = len(the_plan.jobs)
     if b.dry_run:
         _dry_run(reporter, the_plan, b)

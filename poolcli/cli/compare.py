@@ -132,7 +132,7 @@ def command(inputs, ops_text, diff_ref, selection, tile_size, cols, title, outpu
     sheet = build_sheet(common.runner_for(reporter, b), plan.jobs, ops, params, ref, selection,
                         tile_size, cols, title, max_pixels)
     if sheet is not None:
-        _write(sheet, path, force)
+        _write(sheet, path, force, ops)
         reporter.tally.ok += 1
         _report(reporter, sheet, path, ops, params, ref, selection, tile_size, seed_drawn)
     common.exit_with(reporter, summary=False)
@@ -150,15 +150,17 @@ def _diff_ref(diff_ref, ops):
     return ref
 
 
-def _write(sheet, path: str, force: bool) -> None:
+def _write(sheet, path: str, force: bool, ops) -> None:
     from poolcli import imageio
     from poolcli.app.runner import track_commit
 
+    made = {"command": "compare", "op": ",".join(op.name for op in ops)}
     if path == "-":
-        imageio.write_image("-", sheet.picture, format="PNG")
+        imageio.write_image("-", sheet.picture, format="PNG", provenance=made)
         return
     imageio.make_parent_dirs(path)
-    imageio.write_image(path, sheet.picture, overwrite=force, on_commit=track_commit)
+    imageio.write_image(path, sheet.picture, overwrite=force, on_commit=track_commit,
+                        provenance=made)
 
 
 def _report(reporter, sheet, path, ops, params, ref, selection, tile_size, seed_drawn):

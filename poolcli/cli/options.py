@@ -77,6 +77,9 @@ def input_options(f):
                           "structure is mirrored under -o)."),
         click.option("--from-list", "from_list", type=click.Path(allow_dash=True), default=None,
                      help="Read more input paths from FILE, one a line (- for stdin)."),
+        click.option("--include-outputs", is_flag=True,
+                     help="Also take images poolcli wrote (their metadata says so) when "
+                          "expanding directories and patterns [default: left out]."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=None,
                      help="Refuse images with more pixels (decompression-bomb guard) "
                           "[default: 178956970]."),
@@ -128,6 +131,7 @@ class BatchArgs:
 
     recursive: bool = False
     from_list: str | None = None
+    include_outputs: bool = False
     max_pixels: int | None = None
     workers: int | None = None
     as_json: bool = False
