@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from poolcli.errors import ImageReadError
 
-__all__ = ["NpyVersionError", "corrupt", "is_stdio", "npy_header", "pil"]
+__all__ = ["ICC_NOTE", "Blob", "NpyVersionError", "apply_orientation", "corrupt",
+           "exif_orientation_from_bytes", "hwc", "icc_is_srgb", "is_stdio", "no_memory",
+           "npy_header", "pil"]
 
 
 def pil():
@@ -26,6 +28,79 @@ def is_stdio(path: object) -> bool:
 def corrupt(source: str, fmt: str) -> ImageReadError:
     """The error for a file whose ``fmt`` data is cut short or damaged."""
     return ImageReadError(f"{source}: truncated or corrupt {fmt} data")
+
+
+def no_memory(source: str, width: int, height: int) -> ImageReadError:
+    return ImageReadError(f"{source}: not enough memory to decode a {width}x{height} image")
+
+
+class Blob:
+    """A file's bytes handed to one decoder: :meth:`take` leaves no other reference behind."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes):
+        self._data: bytes | None = data
+
+    def take(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise RuntimeError("image data already taken")
+        return data
+
+
+def hwc(array: np.ndarray) -> np.ndarray:
+    """``(H, W)`` as ``(H, W, 1)``; ``(H, W, C)`` unchanged."""
+    return array[:, :, np.newaxis] if array.ndim == 2 else array
+
+
+# ---- colour profiles and orientation --------------------------------------------------------------
+
+ICC_NOTE = "non-sRGB ICC colour profile ignored (values used as stored)"
+
+
+def icc_is_srgb(profile: bytes) -> bool:
+    """Heuristic: an sRGB profile names itself in its description tag."""
+    return b"sRGB" in profile
+
+
+# EXIF orientation value -> (description, transform of an (H, W, C) array). Matches
+# PIL.ImageOps.exif_transpose (checked in tests/test_imageio.py).
+_ORIENTATIONS: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    2: ("mirror left-right", lambda a: a[:, ::-1]),
+    3: ("rotate 180", lambda a: a[::-1, ::-1]),
+    4: ("mirror top-bottom", lambda a: a[::-1]),
+    5: ("transpose", lambda a: a.transpose(1, 0, 2)),
+    6: ("rotate 90 clockwise", lambda a: np.rot90(a, -1)),
+    7: ("transverse", lambda a: a[::-1, ::-1].transpose(1, 0, 2)),
+    8: ("rotate 90 counter-clockwise", lambda a: np.rot90(a, 1)),
+}
+
+
+def exif_orientation_from_bytes(payload: bytes) -> int | None:
+    """The Orientation tag of raw EXIF data (a TIFF structure), or ``None``."""
+    try:
+        exif = pil().Exif()
+        exif.load(payload)
+        return exif.get(0x0112)
+    except Exception:
+        return None
+
+
+def apply_orientation(array: np.ndarray, orientation: Any, notes: list[str]) -> np.ndarray:
+    """``array`` turned upright for an EXIF orientation value (noted when it changes)."""
+    try:
+        value = int(orientation) if orientation is not None else 1
+    except (TypeError, ValueError):
+        return array
+    if value not in _ORIENTATIONS:
+        return array
+    description, transform = _ORIENTATIONS[value]
+    notes.append(f"EXIF orientation applied ({description})")
+    return np.ascontiguousarray(transform(array))
+
+
+# ---- .npy headers ---------------------------------------------------------------------------------
 
 
 class NpyVersionError(ValueError):

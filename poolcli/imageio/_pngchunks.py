@@ -13,13 +13,19 @@ from poolcli.errors import ImageReadError
 from poolcli.imageio._common import corrupt
 
 __all__ = [
+    "ICC_READ_MAX",
     "check_png_crcs",
     "png_chunks",
     "png_direct",
+    "png_for_pillow",
     "png_iccp_profile",
     "png_ihdr",
     "png_interlaced",
 ]
+
+#: Most bytes of an ICC profile inflated from an iCCP chunk: enough for any profile's header and
+#: description (all poolcli reads), however large the chunk claims to inflate.
+ICC_READ_MAX = 1 << 20
 
 
 def png_ihdr(data: bytes, source: str) -> tuple[int, int, int, int]:
@@ -73,8 +79,11 @@ def png_chunks(data: bytes):
         pos += 12 + length
 
 
-# Text keywords from which Pillow reads an orientation (XMP, ImageMagick's raw EXIF profile).
-_PNG_ORIENTATION_TEXT = (b"XML:com.adobe.xmp", b"Raw profile type exif", b"Raw profile type APP1")
+# Text keywords from which Pillow reads an orientation (XMP, ImageMagick's raw EXIF profile, a
+# plain "exif" text chunk).
+_PNG_ORIENTATION_TEXT = (b"XML:com.adobe.xmp", b"Raw profile type exif", b"Raw profile type APP1",
+                         b"exif")
+_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 
 
 def png_direct(data: bytes, depth: int, colour: int) -> bool:
@@ -106,9 +115,64 @@ def png_interlaced(data: bytes) -> bool:
 
 
 def png_iccp_profile(payload: bytes) -> bytes:
-    """The decompressed ICC profile of a PNG iCCP chunk (empty if unreadable)."""
+    """The ICC profile of a PNG iCCP chunk, inflated to :data:`ICC_READ_MAX` bytes at most
+    (empty if unreadable): a chunk inflating to gigabytes costs a megabyte."""
     _, sep, rest = payload.partition(b"\x00")
     try:
-        return zlib.decompress(rest[1:]) if sep else b""
+        return zlib.decompressobj().decompress(rest[1:], ICC_READ_MAX) if sep else b""
     except zlib.error:
         return b""
+
+
+def _text_size(ctype: bytes, payload: memoryview, limit: int) -> int:
+    """Bytes of text a text chunk holds once inflated (counting stops past ``limit``)."""
+    keyword, _, rest = bytes(payload).partition(b"\x00")
+    if ctype == b"zTXt":
+        compressed = rest[1:]
+    elif ctype == b"iTXt" and rest[:1] == b"\x01":
+        compressed = rest[2:].split(b"\x00", 2)[-1]
+    else:
+        return len(rest)
+    try:
+        return len(zlib.decompressobj().decompress(compressed, limit + 1))
+    except zlib.error:
+        return 0
+
+
+def png_for_pillow(data: bytes, text_limit: int) -> tuple[bytes, bytes | None, list[str]]:
+    """The PNG as handed to Pillow: ``(data, ICC profile or None, notes)``.
+
+    Pillow refuses text chunks that inflate beyond ``PngImagePlugin.MAX_TEXT_CHUNK`` (1 MiB)
+    and ICC profiles beyond it, so a valid PNG with a long comment would fail. poolcli uses no
+    text but an orientation, and reads the ICC profile itself (:func:`png_iccp_profile`): text
+    chunks other than orientation metadata, and iCCP, are left out of the bytes Pillow sees
+    (their CRCs are already checked); an orientation chunk over ``text_limit`` is left out too,
+    with a note. ``data`` itself is returned when nothing is left out.
+    """
+    keep: list[memoryview] = []
+    notes: list[str] = []
+    icc = None
+    view = memoryview(data)
+    pos, last = 8, 0
+    dropped = False
+    for ctype, payload in png_chunks(data):
+        end = pos + 12 + len(payload)
+        drop = ctype == b"iCCP" or ctype in _TEXT
+        if ctype == b"iCCP":
+            icc = png_iccp_profile(bytes(payload))
+        elif ctype in _TEXT:
+            keyword = bytes(payload[:80]).partition(b"\x00")[0]
+            if keyword in _PNG_ORIENTATION_TEXT:
+                drop = _text_size(ctype, payload, text_limit) > text_limit
+                if drop:
+                    name = keyword.decode("latin-1")
+                    notes.append(f"{name!r} text chunk over {text_limit} bytes ignored "
+                                 "(an orientation in it is not applied)")
+        if drop:
+            keep.append(view[last:pos])
+            last, dropped = end, True
+        pos = end
+    if not dropped:
+        return data, icc, notes
+    keep.append(view[last:])
+    return b"".join(keep), icc, notes

@@ -11,10 +11,15 @@ File                                Array
 8-bit PNG/JPEG/BMP/WebP/GIF/TIFF    ``uint8``; channels ``L``, ``LA``, ``RGB`` or ``RGBA``
 1-bit (Pillow mode ``1``, bilevel)  ``uint8`` 0/255 (noted)
 palette (``P``)                     expanded to ``RGB``, or ``RGBA`` when it has transparency
+                                    (PNG ``tRNS``, GIF transparent index)
+colour key (grey or RGB + tRNS)     the key becomes an alpha channel, as libpng does: ``LA`` /
+                                    ``RGBA``, alpha 0 where the pixel equals the key and the
+                                    maximum elsewhere (16-bit: ``LA;16`` / ``RGBA;16``); noted
 CMYK, YCbCr, LAB, HSV               converted to ``RGB`` by Pillow (noted; no colour management)
 16-bit PNG (grey, LA, RGB, RGBA)    ``uint16``, bit-exact. Pillow reduces 16-bit LA/RGB/RGBA PNG
                                     to 8 bits, so every 16-bit PNG is decoded with
                                     ``imagecodecs.png_decode`` (the IHDR chunk is read first)
+32-bit BMP with an alpha mask       ``RGBA`` (BITMAPV3/V4/V5 headers with BI_BITFIELDS)
 TIFF (tifffile)                     first page, dtype as stored (``uint16``, ``float32``, ...);
                                     page count noted; CMYK/YCbCr/LAB TIFF fall back to Pillow
 ``.npy``                            as stored (``np.load``, ``allow_pickle=False``); ``(H, W)``
@@ -22,24 +27,52 @@ TIFF (tifffile)                     first page, dtype as stored (``uint16``, ``f
                                     ``float32`` (both noted); channels ``c0, c1, ...``
 ==================================  ============================================================
 
+Unsupported variants are refused from their headers with ``FILE: unsupported ...``, never as
+corrupt: JPEG with 12- or 16-bit precision, hierarchical JPEG (SOF5-7, SOF13-15), lossless
+arithmetic JPEG (SOF11), JPEG with 2 or more than 4 components or a DNL-defined height; BMP with
+JPEG or PNG data or BI_ALPHABITFIELDS; TIFF sample formats, layouts and compressions tifffile
+cannot decode (and, while the guard is on, JPEG XL/XR compressed TIFF, see below). 8-bit
+lossless JPEG (SOF3) and arithmetic-coded JPEG (SOF9, SOF10) are decoded (libjpeg-turbo).
+
 PNG chunk checksums (CRC-32) are verified for every chunk, image data included: a damaged file
 is an error, never silently decoded (Pillow checks only the chunks before the image data).
 Plain 8-bit grey, LA, RGB and RGBA PNGs are decoded by libpng (``imagecodecs``) straight into
 numpy, like 16-bit ones: the same pixels as Pillow at 1.8x the decoded size in memory instead
-of 2.5x (Pillow stores RGB as 4 bytes a pixel); other images are copied out of Pillow in
-strips of rows. The file's bytes are released as soon as they are decoded.
+of 2.5x (Pillow stores RGB as 4 bytes a pixel). WebP is decoded by libwebp (``imagecodecs``)
+straight into numpy too (Pillow's WebP path held four copies); other images are copied out of
+Pillow in strips of rows. Text chunks (``tEXt``, ``zTXt``, ``iTXt``) other than orientation metadata and
+the ``iCCP`` profile are not handed to Pillow, whose 1 MiB text limit would refuse a valid file
+with a long comment; poolcli reads the profile itself, inflating at most 1 MiB of it. The
+file's bytes are released as soon as they are decoded.
 
 The format is sniffed from the leading bytes, never trusted from the suffix (a mismatch is noted).
 EXIF orientation (JPEG, PNG ``eXIf``, WebP, TIFF ``Orientation``) is applied and noted. Embedded
 ICC profiles are ignored: values are used as stored (noted unless the profile is sRGB). Every
 failure raises :class:`~poolcli.errors.ImageReadError` with one line naming the file and the
-problem.
+problem. What the decoding libraries say on the way (libpng's ``PNG warning: ...``, tifffile's
+log warnings, Pillow's and numpy's Python warnings, C libraries' writes to descriptor 2) never
+reaches the terminal: it becomes a note on the image, ``decoder warning (libpng): ...``
+(:mod:`poolcli.imageio._quiet`), or nothing when poolcli already handles the case.
 
-Decompression bombs: poolcli owns the guard. ``read_image`` reads the image size from the header
-(PNG IHDR, Pillow's header parse, TIFF tags, ``.npy`` header) and refuses images with more than
-``max_pixels`` pixels *before* decoding. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) is
-switched off by ``read_image`` so that its warning/error never leaks and ``--max-pixels`` can raise
-the limit.
+Decompression bombs
+-------------------
+poolcli owns the guard (:mod:`poolcli.imageio._guard`); every limit follows ``max_pixels``
+(``--max-pixels``, default 178,956,970 = twice Pillow's warning level), and each refusal is one
+line, ``FILE: WxH ... exceeds ... (decompression-bomb guard)``, raised before decoding:
+
+* pixels: width x height at most ``max_pixels``;
+* decoded bytes: width x height x channels x bytes a sample at most ``8 * max_pixels`` (an honest
+  16-bit RGBA image at the pixel limit is exactly at it; 4096 float64 channels are not);
+* TIFF strips and tiles: each decodes to at most the image's own size (or 16 MiB), and a strip
+  or tile compressed as a JPEG, PNG, WebP or JPEG 2000 stream must claim no more than its own
+  size (other image compressions are refused while the guard is on);
+* files: at most twice the decoded-bytes limit (plus 1 MiB) are read, and uncompressed layouts
+  (``.npy``, BMP) must hold the pixels their header claims.
+
+The header (PNG IHDR, JPEG SOF, GIF screen, BMP, WebP, ``.npy``, the first TIFF IFD) is read
+before the rest of a regular file; decoders check again from what their library parsed.
+Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) is switched off by ``read_image`` so that its
+warning/error never leaks and ``--max-pixels`` can raise the limit.
 """
 
 from __future__ import annotations
@@ -50,27 +83,38 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from poolcli.errors import ImageReadError
 from poolcli.formats import SUFFIX_FORMAT
-from poolcli.imageio._common import NpyVersionError, corrupt, is_stdio, npy_header, pil
-from poolcli.imageio._pngchunks import (
-    check_png_crcs,
-    png_chunks,
-    png_direct,
-    png_iccp_profile,
-    png_ihdr,
-    png_interlaced,
+from poolcli.imageio._common import (
+    Blob,
+    NpyVersionError,
+    corrupt,
+    hwc,
+    is_stdio,
+    no_memory,
+    npy_header,
 )
+from poolcli.imageio._decode_pillow import decode_pillow
+from poolcli.imageio._decode_png import decode_png_direct
+from poolcli.imageio._decode_tiff import decode_tiff
+from poolcli.imageio._decode_webp import decode_webp
+from poolcli.imageio._guard import (
+    check_bytes,
+    check_file_size,
+    check_pixels,
+    decoded_byte_limit,
+    file_size_limit,
+    preflight,
+)
+from poolcli.imageio._headers import bytes_reader
+from poolcli.imageio._pngchunks import check_png_crcs, png_direct, png_ihdr
+from poolcli.imageio._quiet import captured
 from poolcli.imageio.files import os_problem
 
-if TYPE_CHECKING:
-    from PIL import Image as PILImage
-
-__all__ = ["DEFAULT_MAX_PIXELS", "Image", "read_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Image", "decoded_byte_limit", "read_image"]
 
 
 #: Largest image (width x height) read without ``--max-pixels``: twice Pillow's own warning
@@ -78,6 +122,13 @@ __all__ = ["DEFAULT_MAX_PIXELS", "Image", "read_image"]
 #: refuse. About 13400 x 13400; a uint8 RGB image of that size is 537 MB in memory.
 DEFAULT_MAX_PIXELS = 178_956_970
 
+# Bytes of one strip when a Pillow image is copied into numpy (see _decode_pillow.pil_array).
+_STRIP_BYTES = 4 << 20
+
+# Leading bytes read first: enough to sniff the format and describe what is not an image.
+_HEAD_BYTES = 1024
+
+_hwc = hwc  # the name tests/test_imageio.py uses
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -91,18 +142,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x93NUMPY", "NPY"),
     (b"BM", "BMP"),
 )
-
-# EXIF orientation value -> (description, transform of an (H, W, C) array). Matches
-# PIL.ImageOps.exif_transpose (checked in tests/test_imageio.py).
-_ORIENTATIONS: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
-    2: ("mirror left-right", lambda a: a[:, ::-1]),
-    3: ("rotate 180", lambda a: a[::-1, ::-1]),
-    4: ("mirror top-bottom", lambda a: a[::-1]),
-    5: ("transpose", lambda a: a.transpose(1, 0, 2)),
-    6: ("rotate 90 clockwise", lambda a: np.rot90(a, -1)),
-    7: ("transverse", lambda a: a[::-1, ::-1].transpose(1, 0, 2)),
-    8: ("rotate 90 counter-clockwise", lambda a: np.rot90(a, 1)),
-}
 
 
 @dataclass
@@ -167,8 +206,9 @@ def read_image(
     path : str or path-like
         File to read; ``"-"`` reads all of standard input (format sniffed from its bytes).
     max_pixels : int or None, optional
-        Refuse images with more than this many pixels (width x height), checked from the header
-        before any pixel data is decoded. ``None`` disables the check.
+        Refuse images with more than this many pixels (width x height), or more than 8 bytes a
+        pixel of it once decoded, checked from the header before any pixel data is decoded
+        (see the module docstring). ``None`` disables the guard.
 
     Returns
     -------
@@ -184,14 +224,10 @@ def read_image(
     # A bytes path is decoded like the names os.listdir gives (undecodable bytes as surrogate
     # escapes), so every message and record holds a str.
     source = "<stdin>" if is_stdio(path) else os.fsdecode(os.fspath(path))
-    data = _read_stdin() if is_stdio(path) else _read_file(source)
-    if not data:
-        empty = "no data on standard input" if source == "<stdin>" else "file is empty"
-        raise ImageReadError(f"{source}: {empty}")
-
-    fmt = _sniff(data)
-    if fmt is None:
-        raise ImageReadError(f"{source}: not an image file ({_describe_unknown(data)})")
+    if is_stdio(path):
+        fmt, data = _checked(source, _read_stdin(file_size_limit(max_pixels)), max_pixels)
+    else:
+        fmt, data = _read_file(source, max_pixels)
 
     notes: list[str] = []
     if source != "<stdin>":
@@ -206,16 +242,11 @@ def read_image(
         direct = png_direct(data, depth, colour)
     # The file's bytes go to the decoder, which drops them as soon as it has decoded (a large
     # PNG's bytes need not live beside its pixels while they are converted to an array).
-    blob = _Blob(data)
+    blob = Blob(data)
     del data
-    if fmt == "NPY":
-        array, channels, mode = _decode_npy(blob, source, max_pixels, notes)
-    elif fmt == "TIFF":
-        array, channels, mode = _decode_tiff(blob, source, max_pixels, notes)
-    elif direct:
-        array, channels, mode = _decodepng_direct(blob, source, max_pixels, notes)
-    else:
-        array, channels, mode = _decode_pillow(blob, source, fmt, max_pixels, notes)
+    with captured() as chatter:
+        array, channels, mode = _decode(blob, source, fmt, direct, max_pixels, notes)
+    notes.extend(chatter.notes())
 
     if array.ndim != 3 or 0 in array.shape:
         raise ImageReadError(f"{source}: image has no pixels (shape {array.shape})")
@@ -229,23 +260,23 @@ def read_image(
     )
 
 
-class _Blob:
-    """A file's bytes handed to one decoder: :meth:`take` leaves no other reference behind."""
+def _decode(blob: Blob, source: str, fmt: str, direct: bool, max_pixels: int | None,
+            notes: list[str]):
+    def pillow(b: Blob, kind: str = fmt):
+        return decode_pillow(b, source, kind, max_pixels, notes, _STRIP_BYTES)
 
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes):
-        self._data: bytes | None = data
-
-    def take(self) -> bytes:
-        data, self._data = self._data, None
-        if data is None:
-            raise RuntimeError("image data already taken")
-        return data
-
+    if fmt == "NPY":
+        return _decode_npy(blob, source, max_pixels, notes)
+    if fmt == "TIFF":
+        return decode_tiff(blob, source, max_pixels, notes, lambda b: pillow(b, "TIFF"))
+    if fmt == "WEBP":
+        return decode_webp(blob, source, max_pixels, notes)
+    if direct:
+        return decode_png_direct(blob, source, max_pixels, notes)
+    return pillow(blob)
 
 
-def _read_stdin() -> bytes:
+def _read_stdin(limit: int | None) -> bytes:
     stream = getattr(sys, "stdin", None)
     buffer = getattr(stream, "buffer", None)
     if buffer is None:
@@ -254,18 +285,37 @@ def _read_stdin() -> bytes:
     if callable(isatty) and isatty():
         raise ImageReadError("<stdin>: standard input is a terminal (pipe an image in)")
     try:
-        return buffer.read()
+        return buffer.read() if limit is None else buffer.read(limit + 1)
     except OSError as exc:
         raise ImageReadError(f"<stdin>: cannot read ({exc.strerror or exc})") from exc
 
 
-def _read_file(source: str) -> bytes:
+def _checked(source: str, data: bytes, max_pixels: int | None) -> tuple[str, bytes]:
+    """``(format, data)`` of bytes read whole (standard input, a pipe), headers checked."""
+    if not data:
+        empty = "no data on standard input" if source == "<stdin>" else "file is empty"
+        raise ImageReadError(f"{source}: {empty}")
+    check_file_size(source, len(data), max_pixels)
+    fmt = _sniff(data)
+    if fmt is None:
+        raise ImageReadError(f"{source}: not an image file ({_describe_unknown(data)})")
+    preflight(source, fmt, bytes_reader(data), len(data), max_pixels)
+    return fmt, data
+
+
+def _read_file(source: str, max_pixels: int | None) -> tuple[str, bytes]:
     try:
         with open(source, "rb") as fh:
-            kind = _device_kind(os.fstat(fh.fileno()).st_mode)
+            st = os.fstat(fh.fileno())
+            kind = _device_kind(st.st_mode)
             if kind:  # /dev/zero would be read until memory runs out
                 raise ImageReadError(f"{source}: not an image file ({kind}, not a regular file)")
-            return fh.read()
+            limit = file_size_limit(max_pixels)
+            if not stat.S_ISREG(st.st_mode):  # a pipe: read whole (bounded), then checked
+                return _checked(source, fh.read() if limit is None else fh.read(limit + 1),
+                                max_pixels)
+            check_file_size(source, st.st_size, max_pixels)
+            return _read_regular(fh, source, st.st_size, max_pixels)
     except MemoryError:
         raise ImageReadError(f"{source}: not enough memory to read the file") from None
     except IsADirectoryError:
@@ -277,6 +327,27 @@ def _read_file(source: str) -> bytes:
         raise ImageReadError(f"{source}: permission denied") from None
     except OSError as exc:
         raise ImageReadError(f"{source}: {os_problem(exc, 'cannot read')}") from None
+
+
+def _read_regular(fh, source: str, size: int, max_pixels: int | None) -> tuple[str, bytes]:
+    """Sniff and check the header of a regular file, then read it whole."""
+    head = fh.read(_HEAD_BYTES)
+    if not head:
+        raise ImageReadError(f"{source}: file is empty")
+    fmt = _sniff(head)
+    if fmt is None:
+        raise ImageReadError(f"{source}: not an image file ({_describe_unknown(head)})")
+
+    def read_at(offset: int, count: int) -> bytes:
+        fh.seek(offset)
+        return fh.read(count)
+
+    preflight(source, fmt, read_at, size, max_pixels)
+    fh.seek(0)
+    limit = file_size_limit(max_pixels)
+    data = fh.read() if limit is None else fh.read(limit + 1)
+    check_file_size(source, len(data), max_pixels)  # it may have grown since
+    return fmt, data
 
 
 def _device_kind(mode: int) -> str | None:
@@ -312,351 +383,10 @@ def _describe_unknown(data: bytes) -> str:
     return "unrecognised data"
 
 
-def _check_pixels(source: str, width: int, height: int, max_pixels: int | None) -> None:
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageReadError(
-            f"{source}: {width}x{height} = {width * height} pixels exceeds "
-            f"--max-pixels {max_pixels} (decompression-bomb guard)"
-        )
-
-
-def _no_memory(source: str, width: int, height: int) -> ImageReadError:
-    return ImageReadError(f"{source}: not enough memory to decode a {width}x{height} image")
-
-
-# ---- PNG ---------------------------------------------------------------------------------------
-
-
-def _decodepng_direct(blob: _Blob, source: str, max_pixels: int | None, notes: list[str]):
-    import contextlib
-
-    import imagecodecs
-
-    data = blob.take()
-    width, height, depth, colour = png_ihdr(data, source)
-    _check_pixels(source, width, height, max_pixels)
-    if colour not in (0, 2, 4, 6):
-        raise corrupt(source, "PNG")
-    # For every interlaced image imagecodecs' libpng glue writes "PNG warning: Interlace
-    # handling should be turned on when using png_read_image" to sys.stderr (the pixels are
-    # right): keep it off the user's terminal.
-    quiet = (contextlib.redirect_stderr(io.StringIO()) if png_interlaced(data)
-             else contextlib.nullcontext())
-    try:
-        with quiet:
-            array = imagecodecs.png_decode(data)
-    except MemoryError:
-        raise _no_memory(source, width, height) from None
-    except Exception:
-        raise corrupt(source, "PNG") from None
-    if array.dtype != (np.uint16 if depth == 16 else np.uint8):
-        raise corrupt(source, "PNG")
-    if array.ndim == 2:
-        array = array[:, :, np.newaxis]
-    channels, mode = {
-        0: (("L",), "L"),
-        4: (("L", "A"), "LA"),
-        2: (("R", "G", "B"), "RGB"),
-        6: (("R", "G", "B", "A"), "RGBA"),
-    }[colour]
-    if depth == 16:
-        mode = "I;16" if colour == 0 else f"{mode};16"
-    if array.shape != (height, width, len(channels)):
-        raise corrupt(source, "PNG")
-
-    orientation = None
-    for ctype, payload in png_chunks(data):
-        if ctype == b"tRNS":
-            notes.append("tRNS colour-key transparency ignored (16-bit PNG)")
-        elif ctype == b"iCCP" and not _icc_is_srgb(png_iccp_profile(bytes(payload))):
-            notes.append(_ICC_NOTE)
-        elif ctype == b"eXIf":
-            orientation = _exif_orientation_from_bytes(bytes(payload))
-    del data
-    return _apply_orientation(array, orientation, notes), channels, mode
-
-
-_ICC_NOTE = "non-sRGB ICC colour profile ignored (values used as stored)"
-
-
-def _icc_is_srgb(profile: bytes) -> bool:
-    """Heuristic: an sRGB profile names itself in its description tag."""
-    return b"sRGB" in profile
-
-
-def _exif_orientation_from_bytes(payload: bytes) -> int | None:
-    try:
-        exif = pil().Exif()
-        exif.load(payload)
-        return exif.get(0x0112)
-    except Exception:
-        return None
-
-
-def _apply_orientation(array: np.ndarray, orientation: Any, notes: list[str]) -> np.ndarray:
-    try:
-        value = int(orientation) if orientation is not None else 1
-    except (TypeError, ValueError):
-        return array
-    if value not in _ORIENTATIONS:
-        return array
-    description, transform = _ORIENTATIONS[value]
-    notes.append(f"EXIF orientation applied ({description})")
-    return np.ascontiguousarray(transform(array))
-
-
-# ---- Pillow (PNG <= 8 bit, JPEG, BMP, WebP, GIF, fallback TIFF) --------------------------------
-
-
-def _decode_pillow(blob: _Blob, source: str, fmt: str, max_pixels: int | None, notes: list[str]):
-    # poolcli's own max_pixels check (below, before load) replaces Pillow's guard. Assigning the
-    # same value from every thread is race-free.
-    PILImage = pil()
-    PILImage.MAX_IMAGE_PIXELS = None
-    stream = io.BytesIO(blob.take())  # the only reference to the file's bytes
-    try:
-        im = PILImage.open(stream, formats=[fmt])
-    except Exception:  # UnidentifiedImageError, DecompressionBombError, struct/zlib errors, ...
-        raise corrupt(source, fmt) from None
-    with im:
-        width, height = im.size
-        _check_pixels(source, width, height, max_pixels)
-        try:  # counted before loading: counting seeks through the file and back to frame 0
-            frames = int(getattr(im, "n_frames", 1))
-        except Exception:
-            frames = 1
-            try:
-                im.seek(0)
-            except Exception:
-                pass
-        try:
-            im.load()
-        except MemoryError:
-            raise _no_memory(source, width, height) from None
-        except Exception:
-            raise corrupt(source, fmt) from None
-        try:
-            orientation = im.getexif().get(0x0112)
-        except Exception:
-            orientation = None
-        icc = im.info.get("icc_profile")
-        if icc and not _icc_is_srgb(icc):
-            notes.append(_ICC_NOTE)
-        stream.close()  # frees the file's bytes: only the decoded pixels are needed now
-        try:
-            array, channels, mode = _pillow_to_array(im, source, notes)
-        except MemoryError:
-            raise _no_memory(source, width, height) from None
-    if frames > 1:
-        what = "page" if fmt == "TIFF" else "frame"
-        kind = "multi-page TIFF" if fmt == "TIFF" else f"animated {fmt}"
-        notes.append(f"first {what} of {frames} ({kind})")
-    return _apply_orientation(array, orientation, notes), channels, mode
-
-
-# Bytes of one strip when a Pillow image is copied into numpy (see _pil_array).
-_STRIP_BYTES = 4 << 20
-
-
-def _pil_array(im: PILImage.Image, convert: str | None = None) -> np.ndarray:
-    """``np.asarray(im.convert(convert) if convert else im)``, one strip of rows at a time.
-
-    ``np.asarray`` on a whole Pillow image goes through ``Image.tobytes``, which holds the raw
-    pixels twice (a list of chunks, then their join) beside Pillow's own copy: four image-sized
-    buffers at the peak, and ``convert`` adds a whole converted image. Strip by strip, the peak
-    is Pillow's image plus the result array (and one small strip).
-    """
-    width, height = im.size
-    first = im.crop((0, 0, width, min(height, 1)))
-    first = np.asarray(first.convert(convert) if convert else first)
-    row_bytes = max(1, first.nbytes)
-    if height * row_bytes <= _STRIP_BYTES:
-        return np.asarray(im.convert(convert) if convert else im)
-    out = np.empty((height,) + first.shape[1:], dtype=first.dtype)
-    rows = max(1, _STRIP_BYTES // row_bytes)
-    for y0 in range(0, height, rows):
-        y1 = min(height, y0 + rows)
-        strip = im.crop((0, y0, width, y1))
-        out[y0:y1] = np.asarray(strip.convert(convert) if convert else strip)
-    return out
-
-
-def _pillow_to_array(im: PILImage.Image, source: str, notes: list[str]):
-    """Convert a loaded Pillow image to ``(array (H, W, C), channel names, mode)``."""
-    mode = im.mode
-    has_key = "transparency" in im.info
-    if mode == "1":
-        notes.append("1-bit image expanded to 0/255 uint8")
-        return _hwc(_pil_array(im, "L")), ("L",), "1"
-    if mode == "L" and has_key:
-        notes.append("colour-key transparency converted to alpha")
-        return _pil_array(im, "RGBA")[:, :, [0, 3]], ("L", "A"), "LA"
-    if mode == "RGB" and has_key:
-        notes.append("colour-key transparency converted to alpha")
-        return _pil_array(im, "RGBA"), ("R", "G", "B", "A"), "RGBA"
-    if mode in ("P", "PA"):
-        if mode == "PA" or im.has_transparency_data:
-            notes.append("palette expanded to RGBA, transparency kept")
-            return _pil_array(im, "RGBA"), ("R", "G", "B", "A"), "RGBA"
-        notes.append("palette expanded to RGB")
-        return _pil_array(im, "RGB"), ("R", "G", "B"), "RGB"
-    if mode == "L":
-        return _hwc(_pil_array(im)), ("L",), "L"
-    if mode == "LA":
-        return _pil_array(im), ("L", "A"), "LA"
-    if mode == "RGB":
-        return _pil_array(im), ("R", "G", "B"), "RGB"
-    if mode == "RGBA":
-        return _pil_array(im), ("R", "G", "B", "A"), "RGBA"
-    if mode in ("La", "RGBa"):
-        target = "LA" if mode == "La" else "RGBA"
-        notes.append(f"premultiplied alpha ({mode}) converted to {target}")
-        return _pil_array(im, target), tuple(target), target
-    if mode == "RGBX":
-        return _pil_array(im, "RGB"), ("R", "G", "B"), "RGB"
-    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        notes.append(f"{mode} converted to RGB (no colour management)")
-        return _pil_array(im, "RGB"), ("R", "G", "B"), "RGB"
-    if mode.startswith("I;16"):
-        return _hwc(_pil_array(im).astype(np.uint16)), ("L",), "I;16"
-    if mode == "I":
-        return _hwc(_pil_array(im).astype(np.int32)), ("L",), "I"
-    if mode == "F":
-        return _hwc(_pil_array(im).astype(np.float32)), ("L",), "F"
-    raise ImageReadError(f"{source}: unsupported image mode {mode!r}")
-
-
-def _hwc(array: np.ndarray) -> np.ndarray:
-    return array[:, :, np.newaxis] if array.ndim == 2 else array
-
-
-# ---- TIFF --------------------------------------------------------------------------------------
-
-
-def _decode_tiff(blob: _Blob, source: str, max_pixels: int | None, notes: list[str]):
-    import tifffile
-
-    data = blob.take()
-    try:
-        tif = tifffile.TiffFile(io.BytesIO(data))
-    except Exception:
-        raise corrupt(source, "TIFF") from None
-    with tif:
-        try:
-            pages = len(tif.pages)
-            page = tif.pages[0]
-            width, height = int(page.imagewidth), int(page.imagelength)
-            photometric = int(page.photometric)
-        except Exception:
-            raise corrupt(source, "TIFF") from None
-        _check_pixels(source, width, height, max_pixels)
-        rgb_like = (
-            tifffile.PHOTOMETRIC.MINISBLACK,
-            tifffile.PHOTOMETRIC.MINISWHITE,
-            tifffile.PHOTOMETRIC.RGB,
-            tifffile.PHOTOMETRIC.PALETTE,
-        )
-        if photometric not in rgb_like:
-            # CMYK (SEPARATED), uncompressed YCbCr, CIELAB, ...: let Pillow convert to RGB.
-            return _decode_pillow(_Blob(data), source, "TIFF", max_pixels, notes)
-        try:
-            array = page.asarray()
-            axes = page.axes
-            extrasamples = tuple(int(e) for e in page.extrasamples)
-            colormap = page.colormap
-            bits = int(page.bitspersample)
-            orientation_tag = page.tags.get(274)
-            orientation = orientation_tag.value if orientation_tag is not None else None
-        except MemoryError:
-            raise _no_memory(source, width, height) from None
-        except Exception:
-            raise corrupt(source, "TIFF") from None
-    del data, tif  # the file's bytes are no longer needed
-
-    if axes == "YX":
-        array = array[:, :, np.newaxis]
-    elif axes == "SYX":
-        array = np.moveaxis(array, 0, -1)
-    elif axes != "YXS":
-        raise ImageReadError(f"{source}: unsupported TIFF layout (axes {axes!r} in the first page)")
-    if array.dtype.kind == "c":
-        raise ImageReadError(f"{source}: complex-valued TIFF is not supported")
-    if array.dtype.kind not in "biuf":
-        raise ImageReadError(f"{source}: unsupported TIFF sample type {array.dtype}")
-
-    channels = _tiff_channel_names(photometric, array.shape[2], extrasamples)
-    if array.dtype == np.bool_:
-        notes.append("1-bit image expanded to 0/255 uint8")
-        array = array.astype(np.uint8) * np.uint8(255)
-        bits = 8
-    if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-        if array.dtype.kind == "u":
-            top = (1 << bits) - 1 if bits < array.dtype.itemsize * 8 else np.iinfo(array.dtype).max
-            array = (np.asarray(top, array.dtype) - array).astype(array.dtype)
-            notes.append("min-is-white TIFF inverted to min-is-black")
-        else:
-            notes.append("min-is-white TIFF kept as stored (not inverted)")
-    if photometric == tifffile.PHOTOMETRIC.PALETTE:
-        array, channels = _expand_tiff_palette(array, colormap, source)
-        notes.append("palette expanded to RGB")
-    if array.dtype.byteorder not in ("=", "|"):
-        array = array.astype(array.dtype.newbyteorder("="))
-    if pages > 1:
-        notes.append(f"first page of {pages} (multi-page TIFF)")
-    array = _apply_orientation(array, orientation, notes)
-    return array, channels, _describe_mode(array.dtype, channels)
-
-
-def _tiff_channel_names(
-    photometric: int, count: int, extrasamples: tuple[int, ...]
-) -> tuple[str, ...]:
-    is_alpha = [e in (1, 2) for e in extrasamples]  # associated / unassociated alpha
-    if photometric == 2 and count >= 3:  # RGB
-        extra = range(count - 3)
-        return ("R", "G", "B") + tuple(
-            "A" if i < len(is_alpha) and is_alpha[i] else f"c{3 + i}" for i in extra
-        )
-    if count == 1:
-        return ("L",)
-    if count == 2 and is_alpha[:1] == [True]:
-        return ("L", "A")
-    return tuple(f"c{i}" for i in range(count))
-
-
-def _expand_tiff_palette(array: np.ndarray, colormap: np.ndarray | None, source: str):
-    if colormap is None or array.shape[2] != 1:
-        raise corrupt(source, "TIFF")
-    cmap = np.asarray(colormap)
-    index = array[:, :, 0]
-    if index.size and int(index.max()) >= cmap.shape[1]:
-        raise corrupt(source, "TIFF")
-    # TIFF colormaps are 16-bit. Writers scale 8-bit colours by 257 (libtiff) or 256 (Pillow);
-    # either is returned as the exact 8-bit palette, anything else stays uint16.
-    if cmap.dtype == np.uint16 and not np.any(cmap % 257):
-        cmap = (cmap // 257).astype(np.uint8)
-    elif cmap.dtype == np.uint16 and not np.any(cmap % 256):
-        cmap = (cmap >> 8).astype(np.uint8)
-    return np.moveaxis(cmap[:, index], 0, -1), ("R", "G", "B")
-
-
-def _describe_mode(dtype: np.dtype, channels: tuple[str, ...]) -> str:
-    names = "".join(channels) if all(len(c) == 1 for c in channels) else f"{len(channels)}ch"
-    dtype = np.dtype(dtype)
-    if names == "L":
-        special = {"uint8": "L", "uint16": "I;16", "int32": "I", "float32": "F"}
-        if dtype.name in special:
-            return special[dtype.name]
-    if dtype == np.uint8:
-        return names
-    if dtype == np.uint16:
-        return f"{names};16"
-    return f"{names};{dtype.name}"
-
-
 # ---- NPY ---------------------------------------------------------------------------------------
 
 
-def _decode_npy(blob: _Blob, source: str, max_pixels: int | None, notes: list[str]):
+def _decode_npy(blob: Blob, source: str, max_pixels: int | None, notes: list[str]):
     fh = io.BytesIO(blob.take())
     try:
         shape, _, dtype = npy_header(fh)
@@ -682,13 +412,19 @@ def _decode_npy(blob: _Blob, source: str, max_pixels: int | None, notes: list[st
         )
     if 0 in shape:
         raise ImageReadError(f"{source}: .npy array is empty (shape {tuple(shape)})")
-    _check_pixels(source, int(shape[1]), int(shape[0]), max_pixels)
+    height, width = int(shape[0]), int(shape[1])
+    check_pixels(source, width, height, max_pixels)
+    channels = int(shape[2]) if len(shape) == 3 else 1
+    itemsize = 4 if dtype == np.float16 else dtype.itemsize  # float16 is widened
+    check_bytes(source, width, height, channels, itemsize, dtype.name, max_pixels)
+    if len(fh.getbuffer()) - fh.tell() < width * height * channels * dtype.itemsize:
+        raise corrupt(source, "NPY")  # before np.load allocates for what is not there
 
     fh.seek(0)
     try:
         array = np.load(fh, allow_pickle=False)
     except MemoryError:
-        raise _no_memory(source, int(shape[1]), int(shape[0])) from None
+        raise no_memory(source, width, height) from None
     except Exception:
         raise corrupt(source, "NPY") from None
 
@@ -701,7 +437,5 @@ def _decode_npy(blob: _Blob, source: str, max_pixels: int | None, notes: list[st
     elif array.dtype == np.float16:
         array = array.astype(np.float32)
         notes.append("float16 widened to float32 (exact)")
-    array = _hwc(array)
+    array = hwc(array)
     return array, tuple(f"c{i}" for i in range(array.shape[2])), mode
-
-
