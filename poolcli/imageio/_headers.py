@@ -64,8 +64,8 @@ def gif_header(read: Reader) -> Header:
     return Header(width, height)
 
 
-_BMP_UNSUPPORTED = {4: "JPEG-compressed BMP", 5: "PNG-compressed BMP",
-                    6: "BI_ALPHABITFIELDS BMP"}
+_BMP_UNSUPPORTED = {4: "JPEG compression", 5: "PNG compression",
+                    6: "BI_ALPHABITFIELDS compression"}
 
 
 def bmp_header(read: Reader) -> Header | None:

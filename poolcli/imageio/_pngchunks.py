@@ -92,21 +92,28 @@ def png_direct(data: bytes, depth: int, colour: int) -> bool:
     Every 16-bit PNG does (Pillow reduces 16-bit LA/RGB/RGBA to 8 bits). Plain 8-bit grey, LA,
     RGB and RGBA do too: Pillow holds RGB as 4 bytes a pixel and ``np.asarray`` copies that,
     so for an 8192 x 8192 RGB image libpng needs 1.8x the decoded size where Pillow needs 2.5x.
-    8-bit files with something Pillow interprets (palette, tRNS colour key, animation, an
-    orientation in XMP or text chunks) and bit depths below 8 stay with Pillow.
+    Grey and RGB with a tRNS colour key do, at every bit depth: libpng turns the key into alpha
+    (Pillow compares a 2- or 4-bit grey key with the pixels scaled to 8 bits, and misses).
+    Files with something Pillow interprets (palette, animation, an orientation in XMP or text
+    chunks), and other bit depths below 8 and interlaced 8-bit files, stay with Pillow.
     """
     if depth == 16:
         return True
-    if depth != 8 or colour not in (0, 2, 4, 6) or png_interlaced(data):
+    if colour not in (0, 2, 4, 6) or depth not in (1, 2, 4, 8):
         return False
+    keyed = False
     for ctype, payload in png_chunks(data):
-        if ctype in (b"tRNS", b"acTL", b"fcTL"):
+        if ctype in (b"acTL", b"fcTL"):
             return False
-        if ctype in (b"tEXt", b"zTXt", b"iTXt"):
+        if ctype == b"tRNS":
+            keyed = colour in (0, 2)
+        if ctype in _TEXT:
             keyword = bytes(payload[:80]).partition(b"\x00")[0]
             if keyword in _PNG_ORIENTATION_TEXT:
                 return False
-    return True
+    if keyed:
+        return True
+    return depth == 8 and not png_interlaced(data)
 
 
 def png_interlaced(data: bytes) -> bool:
