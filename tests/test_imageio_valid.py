@@ -363,3 +363,29 @@ def test_jpegxl_tiff_is_unsupported_under_the_guard_and_decodes_without(tmp_path
     with pytest.raises(ImageReadError, match=r"unsupported TIFF compression \(JPEGXL"):
         read_image(path)
     np.testing.assert_array_equal(read_image(path, max_pixels=None).array, values)
+
+
+def test_unknown_critical_png_chunk_says_unsupported(tmp_path):
+    """A critical chunk (upper-case first letter) the standard does not define: a decoder must
+    not show the image; an unknown ancillary chunk is skipped."""
+    rows = b"".join(b"\0" + bytes(12) for _ in range(4))
+    path = tmp_path / "critical.png"
+    path.write_bytes(png_bytes(4, 4, 8, 2, rows, [(b"TeSt", b"ab")]))
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert str(info.value) == f"{path}: unsupported PNG (unknown critical chunk 'TeSt')"
+    path.write_bytes(png_bytes(4, 4, 8, 2, rows, [(b"teSt", b"ab")]))
+    assert read_image(path).array.shape == (4, 4, 3)
+
+
+def test_unknown_tiff_predictor_says_unsupported(tmp_path):
+    path = tmp_path / "pred.tif"
+    tifffile.imwrite(path, np.zeros((4, 4), np.uint8), compression="zlib", predictor=True)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags[317]
+        data[tag.valueoffset:tag.valueoffset + 2] = struct.pack("<H", 7)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert str(info.value) == f"{path}: unsupported TIFF predictor (7)"

@@ -91,6 +91,10 @@ def _check_page(page, data: bytes, source: str, max_pixels: int | None) -> None:
     compression = int(page.compression)
     if compression != 1 and compression not in tifffile.TIFF.DECOMPRESSORS:
         raise ImageReadError(f"{source}: unsupported TIFF compression ({_name(compression)})")
+    predictor = int(page.predictor)
+    if (predictor != 1 and predictor not in tifffile.TIFF.UNPREDICTORS
+            and compression not in tifffile.TIFF.IMAGE_COMPRESSIONS):
+        raise ImageReadError(f"{source}: unsupported TIFF predictor ({predictor})")
     if max_pixels is None:
         return
     dtype = np.dtype(page.dtype)

@@ -21,6 +21,7 @@ __all__ = [
     "png_iccp_profile",
     "png_ihdr",
     "png_interlaced",
+    "png_unknown_critical",
 ]
 
 #: Most bytes of an ICC profile inflated from an iCCP chunk: enough for any profile's header and
@@ -114,6 +115,18 @@ def png_direct(data: bytes, depth: int, colour: int) -> bool:
     if keyed:
         return True
     return depth == 8 and not png_interlaced(data)
+
+
+_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+
+
+def png_unknown_critical(data: bytes) -> str | None:
+    """The name of a critical chunk (upper-case first letter) the PNG standard does not define:
+    a decoder must not show such an image (libpng refuses it, Pillow skips it)."""
+    for ctype, _ in png_chunks(data):
+        if ctype.isalpha() and ctype[:1].isupper() and ctype not in _CRITICAL:
+            return ctype.decode("ascii")
+    return None
 
 
 def png_interlaced(data: bytes) -> bool:

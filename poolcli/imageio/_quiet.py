@@ -1,15 +1,15 @@
 """Libraries' chatter during a decode, caught and handed back as notes on the file.
 
-Private to :mod:`poolcli.imageio`. Decoders talk: imagecodecs' libpng writes ``PNG warning: ...``
-through Python's ``sys.stderr``; tifffile logs warnings (``<TiffPages @8> invalid circular
-reference``) that logging's last-resort handler prints; Pillow and numpy raise Python warnings;
-C libraries may write straight to file descriptor 2. :func:`captured` catches all four for the
-decode running in the calling thread, and :meth:`Chatter.notes` turns them into at most a few
+Private to :mod:`poolcli.imageio`. Decoders talk: imagecodecs logs libpng's ``PNG warning: ...``
+and tifffile logs warnings (``<TiffPages @8> invalid circular reference``), which logging's
+last-resort handler prints on ``sys.stderr``; Pillow and numpy raise Python warnings; code may
+write to ``sys.stderr`` directly, and C libraries straight to file descriptor 2. :func:`captured`
+catches all of it for the decode running in the calling thread, and :meth:`Chatter.notes` turns them into at most a few
 one-line notes (``decoder warning (libpng): sRGB: invalid``), or nothing for chatter poolcli
 already handles.
 
-Thread safety: file descriptor 2, ``sys.stderr``, the warning filters and the tifffile logger
-are process-wide, so captures are serialized by one lock and everything else is routed by
+Thread safety: file descriptor 2, ``sys.stderr``, the warning filters and the loggers are
+process-wide, so captures are serialized by one lock and everything else is routed by
 thread. The decode's threads are the capturing thread and the threads started during the
 capture (tifffile decodes tiles in a pool of its own); any other thread's writes to
 ``sys.stderr`` are held back and written out when the capture ends, and its warnings and log
@@ -50,21 +50,23 @@ class Chatter:
 
     def __init__(self) -> None:
         self._pieces: list[tuple[str, str]] = []
-        self._partial: dict[str, list[str]] = {}
+        self._partial: dict[str, str] = {}
 
     def add(self, origin: str, text: str) -> None:
-        """A whole message (a warning, a log record, a line)."""
+        """A whole message (a warning, a log record)."""
         for line in str(text).splitlines():
             self._pieces.append((origin, line))
 
     def write(self, origin: str, text: str) -> None:
         """Stream text, possibly in pieces of lines."""
-        self._partial.setdefault(origin, []).append(text)
+        text = self._partial.pop(origin, "") + str(text)
+        lines = text.split("\n")
+        self._partial[origin] = lines.pop()
+        self._pieces.extend((origin, line) for line in lines)
 
     def lines(self) -> list[tuple[str, str]]:
-        pieces = list(self._pieces)
-        for origin, parts in self._partial.items():
-            pieces.extend((origin, line) for line in "".join(parts).splitlines())
+        """``(origin, line)`` of everything said, in order, blank lines left out."""
+        pieces = self._pieces + [(o, t) for o, t in self._partial.items() if t]
         return [(o, t.strip()) for o, t in pieces if t.strip()]
 
     def notes(self) -> list[str]:
@@ -99,7 +101,7 @@ def captured() -> Iterator[Chatter]:
         chatter = Chatter()
         owner = _Owner()
         with _python_stderr(owner, chatter), _python_warnings(owner, chatter), \
-                _tifffile_log(owner, chatter), _fd_stderr(chatter):
+                _library_log(owner, chatter), _fd_stderr(chatter):
             yield chatter
 
 
@@ -195,22 +197,36 @@ class _Catch(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.thread not in self._owner or record.levelno < logging.WARNING:
             return True
+        origin = {"PIL": "Pillow"}.get(record.name.split(".")[0], record.name.split(".")[0])
         try:
-            self._chatter.add(record.name.split(".")[0], record.getMessage())
+            message = record.getMessage()
         except Exception:
-            self._chatter.add(record.name.split(".")[0], str(record.msg))
+            message = str(record.msg)
+        if message.startswith("PNG warning: "):
+            origin, message = "libpng", message[len("PNG warning: "):]
+        self._chatter.add(origin, message)
         return False
 
 
+def _library_loggers() -> list[logging.Logger]:
+    """The loggers decoders log to: tifffile, imagecodecs (libpng's warnings), Pillow's."""
+    names = ["tifffile", "imagecodecs"] + [
+        name for name in list(logging.Logger.manager.loggerDict)
+        if name == "PIL" or name.startswith("PIL.")]
+    return [logging.getLogger(name) for name in names]
+
+
 @contextlib.contextmanager
-def _tifffile_log(owner: _Owner, chatter: Chatter):
-    logger = logging.getLogger("tifffile")
+def _library_log(owner: _Owner, chatter: Chatter):
+    loggers = _library_loggers()
     catch = _Catch(owner, chatter)
-    logger.addFilter(catch)
+    for logger in loggers:
+        logger.addFilter(catch)
     try:
         yield
     finally:
-        logger.removeFilter(catch)
+        for logger in loggers:
+            logger.removeFilter(catch)
 
 
 # ---- file descriptor 2 ----------------------------------------------------------------------------

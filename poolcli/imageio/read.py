@@ -30,8 +30,8 @@ TIFF (tifffile)                     first page, dtype as stored (``uint16``, ``f
 Unsupported variants are refused from their headers with ``FILE: unsupported ...``, never as
 corrupt: JPEG with 12- or 16-bit precision, hierarchical JPEG (SOF5-7, SOF13-15), lossless
 arithmetic JPEG (SOF11), JPEG with 2 or more than 4 components or a DNL-defined height; BMP with
-JPEG or PNG data or BI_ALPHABITFIELDS; TIFF sample formats, layouts and compressions tifffile
-cannot decode (and, while the guard is on, JPEG XL/XR compressed TIFF, see below). 8-bit
+JPEG or PNG data or BI_ALPHABITFIELDS; PNG with a critical chunk the standard does not define;
+TIFF sample formats, layouts, compressions and predictors tifffile cannot decode (and, while the guard is on, JPEG XL/XR compressed TIFF, see below). 8-bit
 lossless JPEG (SOF3) and arithmetic-coded JPEG (SOF9, SOF10) are decoded (libjpeg-turbo).
 
 PNG chunk checksums (CRC-32) are verified for every chunk, image data included: a damaged file
@@ -110,7 +110,12 @@ from poolcli.imageio._guard import (
     preflight,
 )
 from poolcli.imageio._headers import bytes_reader
-from poolcli.imageio._pngchunks import check_png_crcs, png_direct, png_ihdr
+from poolcli.imageio._pngchunks import (
+    check_png_crcs,
+    png_direct,
+    png_ihdr,
+    png_unknown_critical,
+)
 from poolcli.imageio._quiet import captured
 from poolcli.imageio.files import os_problem
 
@@ -238,6 +243,9 @@ def read_image(
     direct = False
     if fmt == "PNG":
         check_png_crcs(data, source)
+        unknown = png_unknown_critical(data)
+        if unknown:
+            raise ImageReadError(f"{source}: unsupported PNG (unknown critical chunk {unknown!r})")
         _, _, depth, colour = png_ihdr(data, source)
         direct = png_direct(data, depth, colour)
     # The file's bytes go to the decoder, which drops them as soon as it has decoded (a large
