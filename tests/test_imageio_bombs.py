@@ -299,6 +299,14 @@ def test_one_huge_deflated_tile_is_refused(tmp_path, gib_of_zeros, size):
     assert_refused(path, f"{width}x{height}", "32768x32768 tiles", "1073741824 bytes", GUARD)
 
 
+def test_huge_tile_is_refused_before_pillow_decodes_cmyk(tmp_path, gib_of_zeros):
+    """CMYK TIFF goes to Pillow's libtiff, which allocates whole tiles too (1.09 GB before)."""
+    path = tmp_path / "cmyk.tif"
+    tifffile.imwrite(path, iter([gib_of_zeros]), shape=(100, 100, 4), dtype=np.uint8,
+                     photometric="separated", tile=(16384, 16384), compression="zlib")
+    assert_refused(path, "100x100 image in 16384x16384 tiles", GUARD)
+
+
 def test_strip_far_beyond_the_image_is_bounded(tmp_path, gib_of_zeros):
     """RowsPerStrip far beyond the image is honest (one strip for the image) and decodes; a
     strip inflating far beyond the image is cut at the image's size, never inflated whole."""

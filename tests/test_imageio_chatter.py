@@ -247,3 +247,17 @@ def test_capture_catches_descriptor_2_and_spares_other_threads_and_poolcli():
                  "bystander warning", "bystander log record", "after: stderr works",
                  "after: descriptor 2 works", "after an error: descriptor 2 restored"):
         assert kept in err, (kept, err)
+
+
+def test_no_pillow_decompression_bomb_warning(tmp_path):
+    """9500 x 9500 is past Pillow's warning level but within --max-pixels: poolcli's guard
+    replaces Pillow's, so no DecompressionBombWarning (here the data is cut short: one line)."""
+    ihdr = struct.pack(">IIBBBBB", 9500, 9500, 8, 3, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"PLTE", bytes(48))
+            + png_chunk(b"IDAT", zlib.compress(bytes(1000))) + png_chunk(b"IEND", b""))
+    path = tmp_path / "big.png"
+    path.write_bytes(data)
+    proc = run_process("pool", path, "-q", "-o", tmp_path / "out.png")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"poolcli: error: {path}: truncated or corrupt PNG data"]

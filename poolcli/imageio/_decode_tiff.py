@@ -1,7 +1,8 @@
 """TIFF decoded by tifffile: the first page, in its own dtype.
 
-Private to :mod:`poolcli.imageio`. Before any pixel is decoded the first page is checked
-against the decompression-bomb guard from what tifffile parsed: the decoded bytes of the page,
+Private to :mod:`poolcli.imageio`. Before any pixel is decoded (by tifffile, or by Pillow for
+the colour spaces tifffile leaves as stored) the first page is checked against the
+decompression-bomb guard from what tifffile parsed: the decoded bytes of the page,
 the bytes of one strip or tile (at most the image's own size, or 16 MiB), and for segments
 compressed as images of their own (JPEG, PNG, WebP, JPEG 2000) the size each segment's stream
 header claims, which must fit its strip or tile. Compressions whose streams cannot be bounded
@@ -55,10 +56,11 @@ def decode_tiff(blob: Blob, source: str, max_pixels: int | None, notes: list[str
             tifffile.PHOTOMETRIC.RGB,
             tifffile.PHOTOMETRIC.PALETTE,
         )
+        _check_guard(page, data, source, max_pixels)
         if photometric not in rgb_like:
             # CMYK (SEPARATED), uncompressed YCbCr, CIELAB, ...: let Pillow convert to RGB.
             return fallback(Blob(data))
-        _check_page(page, data, source, max_pixels)
+        _check_supported(page, source)
         try:
             array = page.asarray()
             axes = page.axes
@@ -76,11 +78,10 @@ def decode_tiff(blob: Blob, source: str, max_pixels: int | None, notes: list[str
                      pages, source, notes)
 
 
-def _check_page(page, data: bytes, source: str, max_pixels: int | None) -> None:
-    """Refuse a first page poolcli cannot decode, or whose decoding would balloon."""
+def _check_supported(page, source: str) -> None:
+    """Refuse a first page tifffile cannot decode (sample format, layout, codec, predictor)."""
     import tifffile
 
-    width, height = int(page.imagewidth), int(page.imagelength)
     if page.dtype is None:
         raise ImageReadError(
             f"{source}: unsupported TIFF sample format ({page.bitspersample}-bit, "
@@ -95,15 +96,28 @@ def _check_page(page, data: bytes, source: str, max_pixels: int | None) -> None:
     if (predictor != 1 and predictor not in tifffile.TIFF.UNPREDICTORS
             and compression not in tifffile.TIFF.IMAGE_COMPRESSIONS):
         raise ImageReadError(f"{source}: unsupported TIFF predictor ({predictor})")
+
+
+def _check_guard(page, data: bytes, source: str, max_pixels: int | None) -> None:
+    """Refuse a first page whose decoding would balloon (by tifffile or by Pillow's libtiff,
+    which allocates whole strips and tiles the same way): its decoded bytes, one strip or tile,
+    and the streams inside image-compressed segments."""
+    import tifffile
+
     if max_pixels is None:
         return
-    dtype = np.dtype(page.dtype)
+    width, height = int(page.imagewidth), int(page.imagelength)
+    itemsize = page.dtype.itemsize if page.dtype is not None else max(
+        1, (int(page.bitspersample) + 7) // 8)
+    name = page.dtype.name if page.dtype is not None else ""
     channels = max(1, prod(page.shape) // max(1, width * height))
-    check_bytes(source, width, height, channels, dtype.itemsize, dtype.name, max_pixels)
+    check_bytes(source, width, height, channels, itemsize, name, max_pixels)
     kind = "tiles" if page.is_tiled else "strips"
     dims = (page.tilewidth, page.tilelength) if page.is_tiled else (width, page.rowsperstrip)
-    segment = prod(page.chunks) * dtype.itemsize
-    check_segment(source, width, height, dims, kind, segment, page.nbytes, max_pixels)
+    image_bytes = prod(page.shaped) * itemsize
+    check_segment(source, width, height, dims, kind, prod(page.chunks) * itemsize,
+                  image_bytes, max_pixels)
+    compression = int(page.compression)
     if compression in tifffile.TIFF.IMAGE_COMPRESSIONS:
         _check_streams(page, data, source, compression, dims, kind)
 
