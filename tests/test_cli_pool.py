@@ -235,3 +235,12 @@ def test_help_shows_pair_defaults_as_one_number_and_blur_stride(workdir):
     text = run("pool", "--help").output
     assert "[default: 2]" in text and "2, 2" not in text
     assert "blur: 2" in text
+
+
+def test_verbose_adds_the_traceback_to_a_decode_error_too(workdir):
+    open("bad.png", "wb").write(b"garbage")
+    r = run("pool", "bad.png")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    r = run("pool", "bad.png", "-v")
+    assert r.exit_code == 1 and r.stderr.startswith("poolcli: error: bad.png: not an image")
+    assert "Traceback (most recent call last)" in r.stderr and "read_image" in r.stderr
