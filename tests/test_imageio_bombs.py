@@ -1,11 +1,12 @@
 """Decompression bombs beyond the pixel count: decoded bytes, tiles and strips, embedded streams.
 
 Every hostile file is generated here (nothing downloaded, no binary blobs). Each is read by
-``read_image`` in a child process whose peak resident memory (``ru_maxrss``) is measured: a bomb
-is refused with the one-line guard message before anything large is allocated, or decoded within
-the guard, never ballooning. (The peak is the child's ``VmHWM``: ``ru_maxrss`` of a child carries
-the parent's peak over fork and exec on Linux.) A deflate stream of N zero bytes is assembled from repeated fully
-flushed blocks (``zeros_deflate``), so a 1 GiB tile costs a fraction of a second to make.
+``read_image`` in a child process whose peak resident memory is measured: a bomb is
+refused with the one-line guard message before anything large is allocated, or decoded within the
+guard, never ballooning. (The peak is the child's ``VmHWM``: ``ru_maxrss`` of a child carries the
+parent's peak over fork and exec on Linux.) A deflate stream of N zero bytes is assembled from
+repeated fully flushed blocks (``zeros_deflate``), so a 1 GiB tile costs a fraction of a second to
+make.
 """
 
 from __future__ import annotations

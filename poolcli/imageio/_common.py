@@ -54,7 +54,7 @@ def hwc(array: np.ndarray) -> np.ndarray:
     return array[:, :, np.newaxis] if array.ndim == 2 else array
 
 
-# ---- colour profiles and orientation --------------------------------------------------------------
+# ---- colour profiles and orientation -------------------------------------------------------------
 
 ICC_NOTE = "non-sRGB ICC colour profile ignored (values used as stored)"
 
@@ -100,7 +100,7 @@ def apply_orientation(array: np.ndarray, orientation: Any, notes: list[str]) -> 
     return np.ascontiguousarray(transform(array))
 
 
-# ---- .npy headers ---------------------------------------------------------------------------------
+# ---- .npy headers --------------------------------------------------------------------------------
 
 
 class NpyVersionError(ValueError):

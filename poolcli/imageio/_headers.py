@@ -44,7 +44,7 @@ def bytes_reader(data: bytes) -> Reader:
     return lambda offset, size: bytes(view[offset:offset + size])
 
 
-# ---- PNG, GIF, BMP, WebP -----------------------------------------------------------------------
+# ---- PNG, GIF, BMP, WebP -------------------------------------------------------------------------
 
 _PNG_CHANNELS = {0: 2, 2: 4, 3: 4, 4: 2, 6: 4}  # with the alpha a tRNS chunk may add
 
@@ -106,7 +106,7 @@ def webp_header(read: Reader) -> Header | None:
     return Header(width, height)
 
 
-# ---- JPEG ---------------------------------------------------------------------------------------
+# ---- JPEG ----------------------------------------------------------------------------------------
 
 # SOFn markers libjpeg-turbo (Pillow's decoder) cannot decode. Baseline, extended and
 # progressive Huffman (SOF0-2), 8-bit lossless (SOF3) and arithmetic coding (SOF9, SOF10) it can.
@@ -155,7 +155,7 @@ def _jpeg_frame(marker: int, sof: bytes) -> Header | None:
     return Header(width, height, max(components, 3), 1, unsupported)
 
 
-# ---- NPY ------------------------------------------------------------------------------------------
+# ---- NPY -----------------------------------------------------------------------------------------
 
 
 def npy_header(read: Reader) -> Header | None:
@@ -187,7 +187,7 @@ def npy_header(read: Reader) -> Header | None:
                   data_bytes=start + size + count * dtype.itemsize)
 
 
-# ---- TIFF -----------------------------------------------------------------------------------------
+# ---- TIFF ----------------------------------------------------------------------------------------
 
 _TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q", 6: "b", 8: "h", 9: "i", 17: "q"}
 _TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
@@ -251,7 +251,7 @@ def _tiff_tags(entries, order, big, entry, value_size, read) -> dict[int, int]:
     return tags
 
 
-# ---- dispatch -------------------------------------------------------------------------------------
+# ---- dispatch ------------------------------------------------------------------------------------
 
 _PARSERS: dict[str, Callable[[Reader], Header | None]] = {
     "PNG": png_header, "JPEG": jpeg_header, "GIF": gif_header, "BMP": bmp_header,
@@ -267,7 +267,7 @@ def header_of(fmt: str, read: Reader) -> Header | None:
         return None
 
 
-# ---- streams inside TIFF segments ---------------------------------------------------------------
+# ---- streams inside TIFF segments ----------------------------------------------------------------
 
 
 def embedded_size(compression: int, data: bytes) -> tuple[int, int, int] | None:

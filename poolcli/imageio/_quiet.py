@@ -1,12 +1,12 @@
 """Libraries' chatter during a decode, caught and handed back as notes on the file.
 
-Private to :mod:`poolcli.imageio`. Decoders talk: imagecodecs logs libpng's ``PNG warning: ...``
-and tifffile logs warnings (``<TiffPages @8> invalid circular reference``), which logging's
-last-resort handler prints on ``sys.stderr``; Pillow and numpy raise Python warnings; code may
-write to ``sys.stderr`` directly, and C libraries straight to file descriptor 2. :func:`captured`
-catches all of it for the decode running in the calling thread, and :meth:`Chatter.notes` turns them into at most a few
-one-line notes (``decoder warning (libpng): sRGB: invalid``), or nothing for chatter poolcli
-already handles.
+Private to :mod:`poolcli.imageio`. Decoders talk: imagecodecs logs libpng's ``PNG warning: ...`` and
+tifffile logs warnings (``<TiffPages @8> invalid circular reference``), which logging's last-resort
+handler prints on ``sys.stderr``; Pillow and numpy raise Python warnings; code may write to
+``sys.stderr`` directly, and C libraries straight to file descriptor 2. :func:`captured` catches all
+of it for the decode running in the calling thread, and :meth:`Chatter.notes` turns them into at
+most a few one-line notes (``decoder warning (libpng): sRGB: invalid``), or nothing for chatter
+poolcli already handles.
 
 Thread safety: file descriptor 2, ``sys.stderr``, the warning filters and the loggers are
 process-wide, so captures are serialized by one lock and everything else is routed by
@@ -105,7 +105,7 @@ def captured() -> Iterator[Chatter]:
             yield chatter
 
 
-# ---- sys.stderr -----------------------------------------------------------------------------------
+# ---- sys.stderr ----------------------------------------------------------------------------------
 
 
 class _Owner:
@@ -160,7 +160,7 @@ def _python_stderr(owner: _Owner, chatter: Chatter):
                 real.flush()
 
 
-# ---- warnings and log records ---------------------------------------------------------------------
+# ---- warnings and log records --------------------------------------------------------------------
 
 
 def _origin(filename: str) -> str:
@@ -229,18 +229,22 @@ def _library_log(owner: _Owner, chatter: Chatter):
             logger.removeFilter(catch)
 
 
-# ---- file descriptor 2 ----------------------------------------------------------------------------
+# ---- file descriptor 2 ---------------------------------------------------------------------------
 
-_CAPTURE: dict[int, object] = {}  # pid -> the capture file of that process
+_CAPTURE: dict[int, int] = {}  # pid -> the capture file descriptor of that process
 
 
-def _capture_file():
+def _capture_fd() -> int:
+    """A deleted temporary file's descriptor, one per process (a forked child must not share
+    its parent's file offset); a bare descriptor, closed by the OS at exit."""
     pid = os.getpid()
-    fh = _CAPTURE.get(pid)
-    if fh is None:
-        _CAPTURE.clear()  # a forked child does not share its parent's file offset
-        fh = _CAPTURE[pid] = tempfile.TemporaryFile(prefix="poolcli-stderr-")
-    return fh
+    fd = _CAPTURE.get(pid)
+    if fd is None:
+        _CAPTURE.clear()
+        fd, name = tempfile.mkstemp(prefix="poolcli-stderr-")
+        os.unlink(name)
+        _CAPTURE[pid] = fd
+    return fd
 
 
 @contextlib.contextmanager
@@ -248,12 +252,11 @@ def _fd_stderr(chatter: Chatter):
     try:
         with contextlib.suppress(Exception):
             sys.__stderr__.flush()
-        fh = _capture_file()
+        fd = _capture_fd()
         saved = os.dup(2)
     except OSError:  # no descriptor 2, no temporary directory: nothing to capture
         yield
         return
-    fd = fh.fileno()
     try:
         os.dup2(fd, 2)
     except OSError:

@@ -30,20 +30,21 @@ TIFF (tifffile)                     first page, dtype as stored (``uint16``, ``f
 Unsupported variants are refused from their headers with ``FILE: unsupported ...``, never as
 corrupt: JPEG with 12- or 16-bit precision, hierarchical JPEG (SOF5-7, SOF13-15), lossless
 arithmetic JPEG (SOF11), JPEG with 2 or more than 4 components or a DNL-defined height; BMP with
-JPEG or PNG data or BI_ALPHABITFIELDS; PNG with a critical chunk the standard does not define;
-TIFF sample formats, layouts, compressions and predictors tifffile cannot decode (and, while the guard is on, JPEG XL/XR compressed TIFF, see below). 8-bit
-lossless JPEG (SOF3) and arithmetic-coded JPEG (SOF9, SOF10) are decoded (libjpeg-turbo).
+JPEG or PNG data or BI_ALPHABITFIELDS; PNG with a critical chunk the standard does not define; TIFF
+sample formats, layouts, compressions and predictors tifffile cannot decode (and, while the guard is
+on, JPEG XL/XR compressed TIFF, see below). 8-bit lossless JPEG (SOF3) and arithmetic-coded JPEG
+(SOF9, SOF10) are decoded (libjpeg-turbo).
 
-PNG chunk checksums (CRC-32) are verified for every chunk, image data included: a damaged file
-is an error, never silently decoded (Pillow checks only the chunks before the image data).
-Plain 8-bit grey, LA, RGB and RGBA PNGs are decoded by libpng (``imagecodecs``) straight into
-numpy, like 16-bit ones: the same pixels as Pillow at 1.8x the decoded size in memory instead
-of 2.5x (Pillow stores RGB as 4 bytes a pixel). WebP is decoded by libwebp (``imagecodecs``)
-straight into numpy too (Pillow's WebP path held four copies); other images are copied out of
-Pillow in strips of rows. Text chunks (``tEXt``, ``zTXt``, ``iTXt``) other than orientation metadata and
-the ``iCCP`` profile are not handed to Pillow, whose 1 MiB text limit would refuse a valid file
-with a long comment; poolcli reads the profile itself, inflating at most 1 MiB of it. The
-file's bytes are released as soon as they are decoded.
+PNG chunk checksums (CRC-32) are verified for every chunk, image data included: a damaged file is an
+error, never silently decoded (Pillow checks only the chunks before the image data). Plain 8-bit
+grey, LA, RGB and RGBA PNGs are decoded by libpng (``imagecodecs``) straight into numpy, like 16-bit
+ones: the same pixels as Pillow at 1.8x the decoded size in memory instead of 2.5x (Pillow stores
+RGB as 4 bytes a pixel). WebP is decoded by libwebp (``imagecodecs``) straight into numpy too
+(Pillow's WebP path held four copies); other images are copied out of Pillow in strips of rows. Text
+chunks (``tEXt``, ``zTXt``, ``iTXt``) other than orientation metadata and the ``iCCP`` profile are
+not handed to Pillow, whose 1 MiB text limit would refuse a valid file with a long comment; poolcli
+reads the profile itself, inflating at most 1 MiB of it. The file's bytes are released as soon as
+they are decoded.
 
 The format is sniffed from the leading bytes, never trusted from the suffix (a mismatch is noted).
 EXIF orientation (JPEG, PNG ``eXIf``, WebP, TIFF ``Orientation``) is applied and noted. Embedded
