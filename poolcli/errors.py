@@ -23,6 +23,7 @@ __all__ = [
     "StatsFileError",
     "PipelineFileError",
     "ListFileError",
+    "Interrupted",
     "one_line",
 ]
 
@@ -84,6 +85,18 @@ class PipelineFileError(SideFileError):
 
 class ListFileError(SideFileError):
     """A ``--from-list`` file is missing, too large or not a list of paths."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run; ``written`` outputs are complete, nothing is partial."""
+
+    exit_status = ExitStatus.INTERRUPTED
+
+    def __init__(self, written: int, failed: int, total: int | None = None):
+        self.written, self.failed, self.total = written, failed, total
+        of = f" of {total}" if total else ""
+        super().__init__(f"interrupted: {written}{of} outputs written, {failed} failed, the "
+                         f"rest not processed; no partial files left")
 
 
 def one_line(exc: BaseException) -> str:

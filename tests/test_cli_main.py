@@ -101,3 +101,20 @@ def test_reader_closing_the_pipe_gives_no_traceback(many):
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 1
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["ops"], ["ops", "--json"], ["pool", "--help"],
+                                  ["norm", "--help"], ["chain", "--help"], ["compare", "--help"]])
+def test_help_and_ops_import_neither_numpy_nor_codecs_nor_rich(argv):
+    """Start-up is part of every command's time: the CLI layer loads click and the registry;
+    numpy, the codecs, rich and the application layer only when a command does work."""
+    probe = ("import sys\nfrom poolcli.cli import main\n"
+             f"try:\n    main.main(args={argv!r}, standalone_mode=False)\n"
+             "except SystemExit:\n    pass\n"
+             "bad = [m for m in ('numpy', 'PIL', 'rich', 'tifffile', 'imagecodecs', "
+             "'poolcli.app.runner', 'poolcli.imageio') if m in sys.modules]\n"
+             "print('loaded:' + ','.join(bad))\n")
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "loaded:"

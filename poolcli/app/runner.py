@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from poolcli.errors import PoolcliError, one_line
+from poolcli.errors import Interrupted, PoolcliError, one_line
 from poolcli.imageio.files import signals_blocked
 
 __all__ = ["Outcome", "Tally", "Runner", "Interrupted", "guarded", "interrupt_signals",
@@ -62,15 +62,6 @@ class Tally:
     def summary(self) -> dict:
         return {"ok": self.ok, "failed": self.failed, "skipped": self.skipped,
                 "seconds": round(time.perf_counter() - self.started, 3)}
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM stopped the run; ``written`` outputs are complete, nothing is partial."""
-
-    def __init__(self, written: int, failed: int, total: int):
-        self.written, self.failed, self.total = written, failed, total
-        super().__init__(f"interrupted: {written} of {total} outputs written, {failed} failed, "
-                         f"the rest not processed; no partial files left")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ class PoolcliGroup(click.Group):
     """A click group whose commands share one error boundary."""
 
     def invoke(self, ctx: click.Context):
-        from poolcli.app.runner import Interrupted
-        from poolcli.errors import PoolcliError, UsageError, one_line
+        # errors only: importing the application layer here would load numpy for `ops`
+        from poolcli.errors import Interrupted, PoolcliError, UsageError, one_line
 
         try:
             return super().invoke(ctx)
@@ -47,7 +47,7 @@ class PoolcliGroup(click.Group):
 
 
 def _interrupted_text(ctx: click.Context) -> str:
-    from poolcli.app.runner import Interrupted
+    from poolcli.errors import Interrupted
 
     exc = sys.exc_info()[1]
     if isinstance(exc, Interrupted):
