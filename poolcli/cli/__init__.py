@@ -5,6 +5,6 @@ Nothing in the package imports this layer; click is imported only here. Start-up
 numpy, the codecs and rich are imported inside the commands that need them.
 """
 
-from poolcli.cli.main import entry, main
+from poolcli.cli.root import entry, main
 
 __all__ = ["main", "entry"]

@@ -43,8 +43,8 @@ class Reporter:
 
             tty = _isatty(self.tables_to_stderr)
             # not a terminal (a log, a pipe): lines are never wrapped, tables keep their width
-            self._console = Console(stderr=self.tables_to_stderr, highlight=False,
-                                    soft_wrap=not tty, width=None if tty else 1000)
+            self._console = _console_class()(stderr=self.tables_to_stderr, highlight=False,
+                                             soft_wrap=not tty, width=None if tty else 1000)
         return self._console
 
     def _stderr_line(self, text: str) -> None:
@@ -174,6 +174,22 @@ class Reporter:
         if summary and self.as_json:
             self.json({"summary": self.tally.summary()})
         return ExitStatus.FAILED if self.tally.failed else ExitStatus.OK
+
+
+def _console_class():
+    """rich's Console, except that a reader leaving the pipe is an error poolcli reports in one
+    line (rich itself would exit 1 silently)."""
+    import errno
+    import os
+
+    from rich.console import Console
+
+    class ReportingConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return ReportingConsole
 
 
 def _isatty(stderr: bool) -> bool:

@@ -41,8 +41,7 @@ class PoolcliGroup(click.Group):
         except OSError as exc:
             if not _stdout_broken(exc):
                 raise
-            _say(f"poolcli: error: cannot write to standard output "
-                 f"({os.strerror(exc.errno) if exc.errno else one_line(exc)})")
+            _stdout_failed(exc)
             ctx.exit(ExitStatus.FAILED)
 
 
@@ -65,6 +64,60 @@ def _stdout_broken(exc: OSError) -> bool:
 
     return exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, None) or isinstance(
         exc, BrokenPipeError)
+
+
+_STDOUT_REPORTED = False
+
+
+def _stdout_failed(exc: OSError) -> None:
+    """One line for a standard output that cannot be written (full, closed, reader gone)."""
+    global _STDOUT_REPORTED
+    if not _STDOUT_REPORTED:
+        _STDOUT_REPORTED = True
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        _say(f"poolcli: error: cannot write to standard output ({why})")
+
+
+class _ClosedStdout:
+    """``sys.stdout`` when descriptor 1 was closed (``poolcli ... >&-``): every write is an
+    error (one line, exit 1) instead of output silently lost."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text):
+        if text:
+            raise OSError(9, "standard output is closed")
+        return 0
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise OSError(9, "standard output is closed")
+
+    @property
+    def buffer(self):
+        raise OSError(9, "standard output is closed")
+
+
+def _guard_standard_descriptors() -> None:
+    """A closed descriptor 0, 1 or 2 is filled with /dev/null, so no output file poolcli opens
+    can take its number (and receive what a library prints there); a closed stdout still
+    makes every print an error."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            if fd == 1:
+                sys.stdout = _ClosedStdout()
 
 
 def _say(text: str) -> None:
@@ -117,6 +170,7 @@ def entry() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    _guard_standard_descriptors()
     try:
         main()
         code = ExitStatus.OK
@@ -130,10 +184,16 @@ def entry() -> None:
     elif not isinstance(code, int):
         _say(str(code))
         code = ExitStatus.FAILED
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):  # the reader went away (BrokenPipeError), or closed
-            code = code or ExitStatus.FAILED
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as exc:  # the reader went away (BrokenPipeError), or the disk is full
+        _stdout_failed(exc)
+        code = code or ExitStatus.FAILED
+    except ValueError:
+        code = code or ExitStatus.FAILED
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
     os._exit(int(code))
