@@ -354,7 +354,12 @@ def _read_regular(fh, source: str, size: int, max_pixels: int | None) -> tuple[s
     preflight(source, fmt, read_at, size, max_pixels)
     fh.seek(0)
     limit = file_size_limit(max_pixels)
-    data = fh.read() if limit is None else fh.read(limit + 1)
+    # read(n) allocates n bytes up front: ask for the file's own size (plus one byte, to see
+    # whether it grew past the limit since), never the limit itself (GiBs under `ulimit -v`)
+    want = size + 1 if limit is None else min(limit, size) + 1
+    data = fh.read(want)
+    if len(data) == want and (limit is None or want <= limit):  # it grew: read the rest
+        data += fh.read() if limit is None else fh.read(limit + 1 - len(data))
     check_file_size(source, len(data), max_pixels)  # it may have grown since
     return fmt, data
 
