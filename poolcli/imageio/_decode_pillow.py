@@ -148,7 +148,11 @@ def pillow_to_array(im: PILImage.Image, source: str, notes: list[str], strip_byt
         notes.append("1-bit image expanded to 0/255 uint8")
         return hwc(pil_array(im, strip_bytes, "L")), ("L",), "1"
     if mode in ("P", "PA"):
-        if mode == "PA" or im.has_transparency_data:
+        try:
+            keyed = mode == "PA" or im.has_transparency_data
+        except AssertionError:  # Pillow asserts a palette: a PNG without its PLTE chunk
+            raise ImageReadError(f"{source}: corrupt palette image (no palette)") from None
+        if keyed:
             notes.append("palette expanded to RGBA, transparency kept")
             return pil_array(im, strip_bytes, "RGBA"), ("R", "G", "B", "A"), "RGBA"
         notes.append("palette expanded to RGB")

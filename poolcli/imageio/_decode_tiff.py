@@ -156,6 +156,8 @@ def _to_image(array, axes, photometric, extrasamples, colormap, bits, orientatio
               source, notes):
     import tifffile
 
+    if 0 in array.shape or array.ndim < 2:
+        raise ImageReadError(f"{source}: image has no pixels (TIFF of size {array.shape})")
     if axes == "YX":
         array = array[:, :, np.newaxis]
     elif axes == "SYX":
