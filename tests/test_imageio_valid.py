@@ -191,9 +191,6 @@ def test_gif_with_transparency_decodes(tmp_path):
     assert (np.asarray(im) == 3).any() and (img.array[:, :, 3] == 0).any()
 
 
-@pytest.mark.xfail(strict=True, reason="imageio/write.py: GIF output of an RGBA result "
-                   "('GIF has no alpha channel; write .png to keep alpha'): a GIF input's "
-                   "transparency cannot be written back to GIF")
 def test_gif_with_transparency_under_the_default_command(tmp_path):
     im = Image.fromarray(np.random.default_rng(7).integers(0, 256, (8, 10, 3),
                                                             dtype=np.uint8)).quantize(16)
@@ -222,9 +219,6 @@ def test_bmp_with_alpha_mask_decodes(tmp_path, header_size):
     np.testing.assert_array_equal(img.array, rgba)
 
 
-@pytest.mark.xfail(strict=True, reason="imageio/write.py: BMP output of an RGBA result "
-                   "('BMP has no alpha channel; write .png to keep alpha'), although BMP holds "
-                   "alpha (BI_BITFIELDS, as read)")
 def test_bmp_with_alpha_under_the_default_command(tmp_path):
     rgba = np.random.default_rng(8).integers(0, 256, (6, 4, 4), dtype=np.uint8)
     (tmp_path / "alpha.bmp").write_bytes(bmp_with_alpha(rgba))

@@ -206,7 +206,9 @@ def _channel_names(channels: tuple[str, ...] | None, count: int) -> tuple[str, .
 
 # Channel counts Pillow writes and reads back. BMP: Pillow writes RGBA as 32-bit BI_RGB, which it
 # (like most readers) reads back as RGB, so alpha would be lost silently.
-_PILLOW_WRITE = {"JPEG": (1, 3), "WEBP": (1, 3, 4), "GIF": (1, 3), "BMP": (1, 3)}
+# GIF keeps alpha as its one transparent palette entry (alpha 0; other alpha is opaque), BMP as
+# a 32-bit BGRA bitmap with an alpha mask (written here: Pillow drops a BMP's alpha).
+_PILLOW_WRITE = {"JPEG": (1, 3), "WEBP": (1, 3, 4), "GIF": (1, 3, 4), "BMP": (1, 3, 4)}
 
 
 def _check_storable(target: str, fmt: str, hwc: np.ndarray) -> None:
@@ -260,6 +262,8 @@ def _encode(
     hwc = _contiguous(hwc)
     if fmt == "TIFF":
         _encode_tiff(fh, hwc, names, level, stamp)
+    elif fmt == "BMP" and count == 4:
+        _encode_bmp_bgra(fh, hwc)
     else:
         im = pil().fromarray(hwc[:, :, 0] if count == 1 else hwc)
         options: dict[str, Any] = {}
@@ -274,6 +278,22 @@ def _encode(
             im.save(fh, format="WEBP", quality=quality, **options)
         else:
             im.save(fh, format=fmt, **options)  # BMP: no metadata, options is empty
+
+
+def _encode_bmp_bgra(fh: BinaryIO, rgba: np.ndarray) -> None:
+    """A 32-bit BMP with alpha: BITMAPV4HEADER, BI_BITFIELDS masks B, G, R, A, rows top-down
+    (negative height), as Windows, browsers and Pillow's reader understand it."""
+    import struct
+
+    h, w, _ = rgba.shape
+    pixels = np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]]).tobytes()
+    header = struct.pack("<IiiHHIIiiII", 108, w, -h, 1, 32, 3, len(pixels), 2835, 2835, 0, 0)
+    masks = struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000)
+    v4 = header + masks + struct.pack("<I", 0x73524742) + bytes(36 + 12)  # 'sRGB'
+    offset = 14 + len(v4)
+    fh.write(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset))
+    fh.write(v4)
+    fh.write(pixels)
 
 
 def _encode_tiff(
