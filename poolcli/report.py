@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from poolcli.formats import fmt_num
 
 __all__ = ["stats_table", "batch_stats_table", "json_line", "fmt_num", "describe_params",
            "printable", "jsonable_clean"]
+
+
+# C0 controls but newline and tab, DEL and C1: shown as \xNN so a file name can neither restyle
+# the terminal (ESC [31m) nor break a one-line message (\v, \r).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
@@ -30,6 +36,7 @@ def printable(text: str) -> str:
     """
     if not isinstance(text, str):
         text = str(text)
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     try:
         text.encode("utf-8")
         return text

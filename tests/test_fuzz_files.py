@@ -30,8 +30,8 @@ so it keeps looking for new ones.
 Examples per test scale with the hypothesis profile of ``tests/conftest.py``: the default
 ``ci`` profile keeps the file under a minute, ``HYPOTHESIS_PROFILE=long`` runs 50 times more.
 
-Tests marked ``xfail(strict=True)`` need a fix in a module owned elsewhere (the reason says
-which); they fail loudly once it is in, so the marker can go.
+The crash tests at the end started as ``xfail(strict=True)`` findings; each is fixed and is a
+plain regression test now.
 """
 
 from __future__ import annotations
@@ -524,11 +524,10 @@ def python_warnings():
 #: Crashes already found, each with a deterministic xfail(strict) test below: (exception type,
 #: module and function innermost in poolcli on the traceback) -> that test's name. The fuzzer
 #: rejects such examples and goes on looking for others.
-KNOWN_CRASHES = [
-    # (exception type, innermost poolcli function, words of the message, file suffix) -> test
-    ("AssertionError", "pillow_to_array", "", ".png", "test_palette_png_without_plte"),
-    ("ValueError", "save", "expected a finite number", "", "test_batch_fit_over_nan_or_inf_values"),
-    ("IndexError", "_to_image", "", ".tif", "test_tiff_of_width_zero"),
+KNOWN_CRASHES: list = [
+    # (exception type, innermost poolcli function, words of the message, file suffix) -> test;
+    # fixed so far: AssertionError in pillow_to_array (palette PNG without PLTE), ValueError
+    # in statsfile.save (fit over NaN/inf), IndexError in _to_image (TIFF of width 0)
 ]
 
 #: Error lines already found, by words in them -> the test that shows them.
@@ -536,11 +535,7 @@ KNOWN_LINES: list[tuple[str, str]] = []
 
 #: Numpy warnings already found (a real process prints them on stderr), by the poolcli module
 #: that raised them -> the test that shows them: signalling NaNs cast to float64.
-KNOWN_WARNINGS = {
-    "values.py": "test_signalling_nans_print_no_warnings",
-    "sheet.py": "test_signalling_nans_print_no_warnings",
-    "batchnorm.py": "test_signalling_nans_print_no_warnings",
-}
+KNOWN_WARNINGS: dict = {}  # fixed: values.py, sheet.py, batchnorm.py (signalling NaNs)
 
 
 def known_crash(exc: BaseException) -> bool:
@@ -1013,10 +1008,6 @@ def test_a_billion_channels_in_an_npy_header_is_refused_before_allocating(tmp_pa
 # ======================================================================== crashes found above
 
 
-@pytest.mark.xfail(strict=True, reason="imageio/_decode_pillow.py:151 pillow_to_array: "
-                   "im.has_transparency_data on a palette PNG without a PLTE chunk: Pillow's "
-                   "AssertionError escapes the decoder ('[internal error AssertionError: a bug in "
-                   "poolcli ...]', a traceback before the runner's catch-all)")
 def test_palette_png_without_plte(corpus, tmp_path):
     with open(corpus["images"]["palette.png"], "rb") as fh:
         chunks = [c for c in _png_chunks(fh.read()) if c[0] != b"PLTE"]
@@ -1028,11 +1019,6 @@ def test_palette_png_without_plte(corpus, tmp_path):
     assert "internal error" not in res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="imageio/_decode_tiff.py _to_image: a TIFF whose "
-                   "ImageWidth is 0 decodes to an empty array of fewer dimensions: IndexError "
-                   "at array[:, :, np.newaxis] (grey: 'too many indices for array') or at "
-                   "array.shape[2] (RGB: 'tuple index out of range'), reported as '[internal "
-                   "error IndexError: a bug in poolcli ...]'")
 @pytest.mark.parametrize("seed", ["multipage.tif", "striped.tif"])
 def test_tiff_of_width_zero(seed, corpus, tmp_path):
     with open(corpus["images"][seed], "rb") as fh:
@@ -1049,10 +1035,6 @@ def test_tiff_of_width_zero(seed, corpus, tmp_path):
     assert "internal error" not in res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="app/batchnorm.py fit -> imageio/statsfile.py save: an "
-                   "input holding NaN or inf gives non-finite statistics, and save's ValueError "
-                   "('statistics field mean[0]: expected a finite number, got nan') escapes as a "
-                   "traceback (the fit runs outside the per-job error boundary)")
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 def test_batch_fit_over_nan_or_inf_values(bad, tmp_path):
     x = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
@@ -1100,18 +1082,11 @@ _SNAN = "RuntimeWarning 'invalid value encountered in cast' printed on stderr, f
 
 
 @pytest.mark.parametrize("args", [
-    pytest.param(["pool", "-q", "IN", "-o", "OUT.png"], marks=pytest.mark.xfail(
-        strict=True, reason=_SNAN + "imageio/values.py:339 to_uint8 (block.astype(float64))"),
-        id="pool-png"),
-    pytest.param(["pool", "-q", "IN", "-o", "OUT.npy", "--indices-png"], marks=pytest.mark.xfail(
-        strict=True, reason=_SNAN + "imageio/values.py:339 to_uint8, for the .selected.png"),
-        id="pool-indices-png"),
+    pytest.param(["pool", "-q", "IN", "-o", "OUT.png"], id="pool-png"),
+    pytest.param(["pool", "-q", "IN", "-o", "OUT.npy", "--indices-png"], id="pool-indices-png"),
     pytest.param(["compare", "-q", "IN", "--ops", "max,avg", "-o", "OUT.png"],
-                 marks=pytest.mark.xfail(strict=True, reason=_SNAN + "app/sheet.py:38 "
-                                         "_colour_stats (np.asarray(values, dtype=float64))"),
                  id="compare"),
     pytest.param(["norm", "-q", "--op", "batch", "IN", "-o", "OUT.png"],
-                 marks=pytest.mark.xfail(strict=True, reason=_SNAN + "app/batchnorm.py:145"),
                  id="norm-batch"),
     pytest.param(["norm", "-q", "IN", "-o", "OUT.png"], id="norm"),
     pytest.param(["stats", "-q", "IN"], id="stats"),
@@ -1128,10 +1103,6 @@ def test_signalling_nans_print_no_warnings(args, tmp_path):
     assert all(line.startswith("poolcli:") for line in res.stderr.splitlines()), res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="names are printed raw in error lines: ESC and other "
-                   "control characters reach the terminal (imageio/read.py 'not an image file', "
-                   "app/plan.py 'no files match'); errors.one_line turns \\v into a space in "
-                   "one and not the other, and leaves ESC everywhere")
 @pytest.mark.parametrize("kind", ["corrupt-file", "no-match"])
 def test_control_characters_in_names_are_escaped(kind, tmp_path):
     """A name with ESC [31m (a colour escape) and a vertical tab: the error line shows them
@@ -1149,10 +1120,6 @@ def test_control_characters_in_names_are_escaped(kind, tmp_path):
         repr(res.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="imageio/read.py _read_regular (since c6837eb): "
-                   "fh.read(file_size_limit(max_pixels) + 1) makes Python allocate the whole "
-                   "limit up front, 2.67 GiB with the default --max-pixels, for any file: under "
-                   "ulimit -v 2000000 a 1 KB PNG fails 'not enough memory to read the file'")
 def test_reading_a_small_image_needs_no_gigabytes(corpus):
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (HEADROOM, HEADROOM))

@@ -620,3 +620,15 @@ def test_blur_of_opposite_infinities_is_nan_without_warning():
         want = ref_blur(x, 3, 2, ((0, 0), (0, 0)))
     assert np.isnan(got[0, 1]) and np.isnan(got[1, 1]) and got[0, 0] == np.inf
     np.testing.assert_array_equal(got, want)
+
+
+def test_softpool_of_extreme_float32_values_warns_nothing():
+    """-inf or -3.4e38 next to a large maximum: the subtraction overflows to -inf, which is a
+    weight of 0 (an IEEE result, found by a float TIFF holding inf), not a RuntimeWarning."""
+    import warnings
+
+    x = np.array([[-np.inf, 1.0, -3.4e38, 3.4e38], [np.inf, 1.0, 0.0, 0.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = softpool2d(x, (1, 2))
+    np.testing.assert_allclose(out, np.array([[1.0, 3.4e38], [np.inf, 0.0]], np.float32), rtol=1e-6)

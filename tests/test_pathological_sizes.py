@@ -203,9 +203,6 @@ def stages(op: str, n: int, *extra: str) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="app/plan.py: a chain's default name joins every stage's "
-                   "operator into {op} without a bound, so 60 stages pass the 255-byte name "
-                   "limit and the run fails with 'file name too long' after computing")
 @pytest.mark.parametrize("stem, op, extra", [
     ("holiday_photo_0001", "max", ("-k", "1")),
     ("small", "adaptive-max", ("--output-size", "8")),

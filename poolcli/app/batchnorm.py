@@ -11,6 +11,7 @@ Tables and JSON go through the reporter, as for every command.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -143,7 +144,8 @@ def apply_batch(runner: Runner, reporter, jobs, params: dict, opts: WriteOptions
         names = ", ".join(img.source for _, img in loaded)
         _fail(runner, loaded, f"{names}: {one_line(exc)}")
         return
-    x64 = batch.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns when widened
+        x64 = batch.astype(np.float64)
     reporter.batch_stats(f"batch statistics over {len(loaded)} images", channels,
                          x64.mean(axis=(0, 1, 2)), x64.var(axis=(0, 1, 2)),
                          "biased variance, as used for normalizing")
@@ -198,6 +200,9 @@ def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_
     if not used:
         return
     record = _stats_record(rs, channels, used, shape, params, fit_opts)
+    if not all(math.isfinite(v) for key in ("mean", "var") for v in record[key]):
+        raise PoolcliError(f"{fit_opts.save_stats or 'the statistics'}: not written: the "
+                           f"images hold NaN or inf, so the statistics are not finite")
     momentum = "cumulative" if fit_opts.momentum is None else f"{fit_opts.momentum:g}"
     reporter.batch_stats(
         f"running statistics over {len(used)} images ({rs.num_batches_tracked} chunks)",

@@ -35,7 +35,8 @@ def auto_cols(n_tiles: int) -> int:
 def _colour_stats(values, ncol: int) -> tuple[float, float]:
     import numpy as np
 
-    v = np.asarray(values, dtype=np.float64)[..., :ncol]
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns when widened
+        v = np.asarray(values, dtype=np.float64)[..., :ncol]
     v = v[np.isfinite(v)]
     if v.size == 0:
         return float("nan"), float("nan")

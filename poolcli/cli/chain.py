@@ -62,7 +62,7 @@ def _run_chain(stages, inputs, pipeline_file, stats_mode, **kw):
     for n, stage in enumerate(stages, 1):
         common.say_seed(reporter, stage.params.pop("_drawn", None), f"stage {n} stochastic seed")
     reads = [pipeline_file] + [s.flags.get("stats") for s in stages]
-    plan = common.plan(reporter, inputs, "-".join(s.op for s in stages), b,
+    plan = common.plan(reporter, inputs, _label(stages), b,
                        side_files=pipeline_side_files(stages), reads=[r for r in reads if r])
     display = next((s.flags["display"] for s in stages if s.command == "norm"), DEFAULT_DISPLAY)
     common.run(reporter, plan.jobs, run_pipeline,
@@ -71,6 +71,19 @@ def _run_chain(stages, inputs, pipeline_file, stats_mode, **kw):
 
 
 command_group = command
+
+
+def _label(stages, limit: int = 64) -> str:
+    """``{op}`` of a pipeline: the stage operators joined by '-', shortened past ``limit``
+    characters so a long pipeline's file names stay within the file system's limit."""
+    ops = [s.op for s in stages]
+    label = "-".join(ops)
+    if len(label) <= limit:
+        return label
+    head = ops[:1]
+    while len("-".join(ops[:len(head) + 1])) <= limit // 2:
+        head = ops[:len(head) + 1]
+    return f"{'-'.join(head)}-{len(ops) - len(head) - 1}-more-{ops[-1]}"
 
 
 @command.command("pool", context_settings=CONTEXT)

@@ -336,7 +336,8 @@ def to_uint8(array: np.ndarray, scale_dtype: np.dtype | type | None = None
     flat = values.reshape(1) if values.ndim == 0 else values
     out = np.empty(flat.shape, dtype=np.uint8)
     for r0, r1, block in _row_blocks(flat):
-        x = block.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns when widened
+            x = block.astype(np.float64)
         np.nan_to_num(x, copy=False, nan=lo, posinf=hi, neginf=lo)
         x -= lo
         x *= 255.0 / (hi - lo)

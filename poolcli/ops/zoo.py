@@ -222,7 +222,9 @@ def softpool2d(x, kernel_size, stride=None, ceil_mode=False):
         d *= e
         num += d
 
-    with np.errstate(invalid="ignore"):  # inf - inf where M is infinite, fixed below
+    # inf - inf where M is infinite (fixed below); -inf cells next to a finite max overflow
+    # the subtraction to -inf, which is clamped above: IEEE results, not warnings
+    with np.errstate(invalid="ignore", over="ignore"):
         num, den = _tap_sums(x3, m3, ah, aw, 2, step)
         out = np.divide(num, den, out=num)
         out += m3
