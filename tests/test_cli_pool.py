@@ -244,3 +244,24 @@ def test_verbose_adds_the_traceback_to_a_decode_error_too(workdir):
     r = run("pool", "bad.png", "-v")
     assert r.exit_code == 1 and r.stderr.startswith("poolcli: error: bad.png: not an image")
     assert "Traceback (most recent call last)" in r.stderr and "read_image" in r.stderr
+
+
+def test_logs_keep_one_path_per_line_and_the_batch_norm_summary_unwrapped(tmp_path,
+                                                                          monkeypatch):
+    """Not a terminal (a log, a pipe): a long path is one line, never wrapped at the table's
+    width; the batch-norm caption likewise (it wrapped at 24 columns)."""
+    monkeypatch.chdir(tmp_path)
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    img = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    imageio.write_image(deep / "picture.png", img)
+    imageio.write_image(deep / "other.png", img[::-1])
+    r = run("pool", str(deep / "picture.png"), "-o", "out")
+    assert r.exit_code == 0
+    title = f"{deep / 'picture.png'} → out/picture_max.png"
+    assert title in r.stdout.splitlines()
+    r = run("norm", "--op", "batch", "--fit", "--save-stats", "s.json", str(deep / "picture.png"),
+            str(deep / "other.png"))
+    assert r.exit_code == 0
+    caption = [line for line in r.stdout.splitlines() if line.startswith("momentum 0.1;")]
+    assert len(caption) == 1 and caption[0].count(", ") == 2  # three channels, one line
