@@ -105,15 +105,17 @@ _IN_WORKER = False
 
 
 def _worker_init():
-    """Worker processes ignore signals between jobs; :func:`guarded` listens during a job.
+    """Between jobs a worker ignores Ctrl-C (the parent decides) and exits at once, silently,
+    on SIGTERM (it holds no file then); :func:`guarded` listens to both during a job.
 
     They are forked with SIGINT/SIGTERM blocked (see :meth:`Runner._parallel`), so a signal
-    can never reach one before this runs and print a traceback from its start-up.
+    can never reach one before this runs and print a traceback from its start-up. SIGTERM must
+    end an idle worker: from Python 3.12 a broken pool terminates its remaining workers and
+    then waits for them, and a worker deaf to SIGTERM would hang the run forever.
     """
     global _IN_WORKER
     _IN_WORKER = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _idle_signals()
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
@@ -154,9 +156,17 @@ def guarded(fn: Callable, job: Any, args: tuple, verbose: bool = False) -> Outco
             f"it{hint}]" + (f"\n{rest}" if rest else "")))
     finally:
         if _IN_WORKER:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _idle_signals()
         _JOURNAL = None
+
+
+def _idle_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum, frame):
+    os._exit(128 + signum)
 
 
 def error_message(exc: BaseException, source: str | None, verbose: bool = False) -> str:
