@@ -1,0 +1,282 @@
+"""The band reader and band writer every streaming format shares (see :mod:`poolcli.imageio.stream`).
+
+Private to :mod:`poolcli.imageio`. A format's reader only says how to decode the next rows
+(:meth:`BandReader._produce`); keeping the rows a caller may ask for again, and checking the
+calls, is done here once. A format's writer only encodes rows to an open binary file
+(:meth:`BandWriter._encode` / :meth:`BandWriter._finish`); the temporary file, the atomic
+commit with the no-clobber rule of :func:`poolcli.imageio.files.atomic_write`, and the clean-up on
+abort are done here once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import BinaryIO, Callable
+
+import numpy as np
+
+from poolcli.errors import ImageWriteError
+from poolcli.imageio.files import (
+    TEMP_SUFFIX,
+    default_file_mode,
+    os_problem,
+    signals_blocked,
+    temp_prefix,
+)
+
+__all__ = ["BandReader", "BandWriter"]
+
+
+class BandReader:
+    """Rows of one image, decoded a band at a time (a context manager).
+
+    Attributes are those of :class:`poolcli.imageio.Image` for the same file: ``height``,
+    ``width``, ``channels`` (names), ``dtype``, ``format``, ``mode``, ``notes`` and ``source``.
+    """
+
+    def __init__(self, *, source: str, fmt: str, height: int, width: int,
+                 channels: tuple[str, ...], dtype: np.dtype, mode: str, notes: list[str]):
+        self.source, self.format, self.mode, self.notes = source, fmt, mode, notes
+        self.height, self.width = int(height), int(width)
+        self.channels, self.dtype = tuple(channels), np.dtype(dtype)
+        self._kept: list[np.ndarray] = []  # decoded rows not yet given up, in order
+        self._first = 0  # the image row of self._kept[0][0]
+        self._next = 0  # the first row not decoded yet
+        self._closed = False
+
+    # ---- what a format implements ----
+
+    def _produce(self, wanted: int) -> np.ndarray:
+        """The next rows, from row ``self._next`` on: at least one row, ``(n, W, C)`` in the
+        reader's dtype. ``wanted`` is the first row the caller needs: a format that can seek
+        may skip the rows before it (and return rows starting there, setting ``self._next``)."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free the format's resources (files, decompressors)."""
+
+    # ---- the interface ----
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """``(stop - start, W, C)`` rows, exactly the values :func:`read_image` gives.
+
+        ``start`` never decreases from one call to the next; the rows may overlap the previous
+        call's (they are kept until a call starts past them). Asking for rows already given up
+        raises ``ValueError``; decoding problems raise :class:`~poolcli.errors.ImageReadError`.
+        """
+        if self._closed:
+            raise ValueError(f"{self.source}: band reader is closed")
+        if not 0 <= start < stop <= self.height:
+            raise ValueError(f"rows {start}:{stop} outside 0:{self.height}")
+        if start < self._first:
+            raise ValueError(f"rows from {start} were already given up (kept from {self._first})")
+        self._drop_before(start)
+        while self._next < stop:
+            block = self._produce(start)
+            if not self._kept:
+                self._first = self._next
+            self._kept.append(block)
+            self._next += len(block)
+            self._drop_before(start)
+        return self._assemble(start, stop)
+
+    def _drop_before(self, row: int) -> None:
+        while self._kept and self._first + len(self._kept[0]) <= row:
+            self._first += len(self._kept.pop(0))
+        if not self._kept:
+            self._first = max(self._first, min(row, self._next))
+
+    def _assemble(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.width, len(self.channels)), self.dtype)
+        row = self._first
+        for block in self._kept:
+            lo, hi = max(start, row), min(stop, row + len(block))
+            if lo < hi:
+                out[lo - start:hi - start] = block[lo - row:hi - row]
+            row += len(block)
+        return out
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._kept = []
+            self._release()
+
+    def __enter__(self) -> BandReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.source!r} {self.format} {self.width}x{self.height}"
+                f" {''.join(self.channels)} {self.dtype}>")
+
+
+class BandWriter:
+    """Rows written in order to a temporary file beside the target, renamed on :meth:`commit`.
+
+    A context manager: an exception inside the ``with`` block, or leaving it without
+    :meth:`commit`, aborts (the temporary file is removed, the target never appears).
+    """
+
+    def __init__(self, target: str, *, height: int, width: int, channels: int,
+                 dtype: np.dtype, overwrite: bool,
+                 on_commit: Callable[[str], None] | None = None):
+        self.target, self.height, self.width = target, int(height), int(width)
+        self.channel_count, self.dtype = int(channels), np.dtype(dtype)
+        self.rows_written = 0
+        self._overwrite, self._on_commit = overwrite, on_commit
+        self._fh: BinaryIO | None = None
+        self._temp: str | None = None
+        self._done = False
+        self._open_temporary()
+
+    # ---- what a format implements ----
+
+    def _start(self, fh: BinaryIO) -> None:
+        """Write what comes before the rows (called once, from the constructor)."""
+
+    def _encode(self, fh: BinaryIO, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _finish(self, fh: BinaryIO) -> None:
+        """Write what comes after the last row."""
+
+    # ---- the interface ----
+
+    def write_rows(self, rows: np.ndarray) -> None:
+        """Append ``(n, W, C)`` rows (any strides) of the writer's dtype, in order."""
+        if self._fh is None:
+            raise ValueError(f"{self.target}: band writer is closed")
+        rows = np.asarray(rows)
+        if rows.ndim == 2 and self.channel_count == 1:
+            rows = rows[:, :, np.newaxis]
+        if rows.ndim != 3 or rows.shape[1:] != (self.width, self.channel_count):
+            raise ValueError(f"rows of shape {rows.shape} for an image of "
+                             f"{self.width} x {self.channel_count} channels")
+        if rows.dtype != self.dtype:
+            raise ValueError(f"rows of dtype {rows.dtype} for a {self.dtype} image")
+        if self.rows_written + len(rows) > self.height:
+            raise ValueError(f"{self.rows_written + len(rows)} rows for an image of {self.height}")
+        if len(rows):
+            self._guarded(lambda fh: self._encode(fh, rows))
+            self.rows_written += len(rows)
+
+    def commit(self) -> None:
+        """Finish the file and rename it onto the target (``on_commit(target)`` right after)."""
+        if self._fh is None:
+            raise ValueError(f"{self.target}: band writer is closed")
+        if self.rows_written != self.height:
+            self.abort()
+            raise ImageWriteError(f"{self.target}: {self.rows_written} rows written of "
+                                  f"{self.height}; nothing committed")
+        self._guarded(self._finish)
+        self._guarded(lambda fh: fh.close())
+        try:
+            self._rename()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the temporary file (the target is left as it was). Safe to call twice."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
+        temp, self._temp = self._temp, None
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+
+    def __enter__(self) -> BandWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.abort()  # after commit() there is nothing left to abort
+
+    # ---- the file ----
+
+    def _open_temporary(self) -> None:
+        target = self.target
+        if os.path.isdir(target):
+            raise ImageWriteError(f"{target}: is a directory")
+        if not self._overwrite and os.path.lexists(target):
+            raise ImageWriteError(f"{target}: exists (use --force to replace)")
+        directory = os.path.dirname(os.path.abspath(target))
+        try:
+            fh = tempfile.NamedTemporaryFile(
+                mode="wb", dir=directory, suffix=TEMP_SUFFIX, delete=False,
+                prefix=temp_prefix(directory, os.path.basename(target)))
+        except FileNotFoundError:
+            raise ImageWriteError(f"{target}: directory does not exist") from None
+        except PermissionError:
+            raise ImageWriteError(
+                f"{target}: permission denied (directory not writable?)") from None
+        except OSError as exc:
+            raise ImageWriteError(f"{target}: {os_problem(exc, 'cannot write')}") from None
+        self._fh, self._temp = fh, fh.name
+        self._guarded(self._start)
+
+    def _guarded(self, step: Callable[[BinaryIO], None]) -> None:
+        """Run one writing step; any failure aborts and becomes one ImageWriteError line."""
+        try:
+            step(self._fh)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise ImageWriteError(
+                    f"{self.target}: {os_problem(exc, 'cannot write')}") from None
+            if isinstance(exc, (ImageWriteError, ValueError)) or not isinstance(exc, Exception):
+                raise
+            raise ImageWriteError(
+                f"{self.target}: encoding failed ({type(exc).__name__}: {exc})") from exc
+
+    def _rename(self) -> None:
+        temp, target = self._temp, self.target
+        try:
+            os.chmod(temp, default_file_mode())
+            with signals_blocked():
+                if self._overwrite:
+                    os.replace(temp, target)
+                else:
+                    _link_no_clobber(temp, target)
+                self._temp, self._fh = None, None
+                if self._on_commit is not None:
+                    self._on_commit(target)
+        except ImageWriteError:
+            raise
+        except FileNotFoundError:
+            raise ImageWriteError(f"{target}: directory does not exist") from None
+        except PermissionError:
+            raise ImageWriteError(
+                f"{target}: permission denied (directory not writable?)") from None
+        except OSError as exc:
+            raise ImageWriteError(f"{target}: {os_problem(exc, 'cannot write')}") from None
+
+
+def _link_no_clobber(temp_path: str, target: str) -> None:
+    """Move ``temp_path`` to ``target`` without replacing a file that appeared meanwhile.
+
+    The same rule as ``files.atomic_write`` (whose helper is private to ``files.py``): a hard
+    link fails on an existing target; where the file system has no hard links, check then rename.
+    """
+    try:
+        os.link(temp_path, target)
+    except FileExistsError:
+        raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(target):
+            raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
+        os.replace(temp_path, target)
+        return
+    os.unlink(temp_path)
