@@ -41,6 +41,13 @@ _HOME = {
     "pool_axes": "_geometry",
     "pool_output_size": "_geometry",
     "adaptive_bounds": "_geometry",
+    # bands of rows, for streaming a large image through a windowed operator
+    "BandRows": "_bands",
+    "window_rows": "_bands",
+    "blur_rows": "_bands",
+    "order_safe": "_bands",
+    "keep_band": "_bands",
+    "plan_bands": "_bands",
 }
 
 __all__ = list(_HOME)
@@ -60,6 +67,14 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from poolcli.ops._bands import (
+        BandRows,
+        blur_rows,
+        keep_band,
+        order_safe,
+        plan_bands,
+        window_rows,
+    )
     from poolcli.ops._geometry import adaptive_bounds, pool_axes, pool_output_size
     from poolcli.ops.adaptive import (
         adaptive_avg_pool2d,
