@@ -155,7 +155,9 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
         Called once with the open binary temporary file; writes the whole content.
     overwrite : bool
         Replace an existing ``target``. Without it an existing target is an error, also when it
-        appears while ``encode`` runs (the temporary file is hard-linked, never renamed over it).
+        appears while ``encode`` runs (the temporary file is hard-linked, never renamed over it),
+        unless it holds exactly the bytes about to be committed: that counts as committed (see
+        Notes).
     on_commit : callable, optional
         Called with ``target`` right after the rename, with SIGINT/SIGTERM held back from the
         rename to the end of the call: whoever counts outputs never misses a complete one.
@@ -166,12 +168,19 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
         One line naming ``target``: it exists (without ``overwrite``), is a directory, its
         directory is missing or not writable, disk full, or ``encode`` raised (the message
         then names the exception). The temporary file is removed in every case.
+
+    Notes
+    -----
+    The commit is idempotent: a target that exists with the very bytes this call produced is
+    the same output already committed, so ``on_commit`` is called and nothing is written. A
+    distributed run needs it: when a worker dies after committing an output but before its
+    result reached the scheduler, Dask runs the task again elsewhere, and that retry must
+    succeed rather than fail with "exists". Bytes that differ (another run, another version)
+    stay an error, and the existing file is never touched.
     """
     target = os.fsdecode(os.fspath(target))
     if os.path.isdir(target):
         raise ImageWriteError(f"{target}: is a directory")
-    if not overwrite and os.path.lexists(target):
-        raise ImageWriteError(f"{target}: exists (use --force to replace)")
     directory = os.path.dirname(os.path.abspath(target))
     temp_path: str | None = None
     try:
@@ -189,7 +198,7 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
             if overwrite:
                 os.replace(temp_path, target)
             else:
-                _link_no_clobber(temp_path, target)
+                _link_no_clobber(temp_path, target)  # removes the temporary file
             temp_path = None
             if on_commit is not None:
                 on_commit(target)
@@ -212,20 +221,44 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
 
 
 def _link_no_clobber(temp_path: str, target: str) -> None:
-    """Move ``temp_path`` to ``target`` without replacing a file that appeared meanwhile."""
+    """Move ``temp_path`` to ``target`` without replacing a file that exists or appeared
+    meanwhile; an existing target with the same bytes is this output, already committed."""
     try:
         os.link(temp_path, target)
     except FileExistsError:
-        raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
+        _same_or_exists(temp_path, target)
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
             raise
         # Filesystem without hard links (FAT, some network mounts): checked-then-replace.
         if os.path.lexists(target):
-            raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
-        os.replace(temp_path, target)
-        return
+            _same_or_exists(temp_path, target)
+        else:
+            os.replace(temp_path, target)
+            return
     os.unlink(temp_path)
+
+
+def _same_or_exists(temp_path: str, target: str) -> None:
+    """Return when the regular file ``target`` holds exactly the bytes of ``temp_path``;
+    otherwise raise the "exists" error."""
+    if os.path.islink(target) or not _same_bytes(temp_path, target):
+        raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
+
+
+def _same_bytes(a: str, b: str, block: int = 1 << 20) -> bool:
+    try:
+        if os.path.getsize(a) != os.path.getsize(b) or not os.path.isfile(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                chunk = fa.read(block)
+                if chunk != fb.read(block):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
 
 
 def make_parent_dirs(path: str | os.PathLike[str]) -> None:
