@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from poolcli import __version__, registry
 from poolcli.app.jobs import PREVIEW_KEY, build_record, read, stats_beside
@@ -22,7 +23,7 @@ from poolcli.app.runner import Outcome, Runner, guarded
 from poolcli.errors import PoolcliError
 
 __all__ = ["FitOptions", "fit", "apply_batch", "infer_one", "inference_statistics",
-           "normalize_with"]
+           "normalize_with", "image_moments", "ImageMoments", "MergedStats"]
 
 
 @dataclass(frozen=True)
@@ -165,38 +166,21 @@ def apply_batch(runner: Runner, reporter, jobs, params: dict, opts: WriteOptions
 
 
 def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_pixels) -> None:
-    """Stream the inputs in chunks and accumulate statistics; write them to ``save_stats``."""
-    from poolcli.errors import one_line
-    from poolcli.ops import RunningStats
+    """Stream the inputs in chunks and accumulate statistics; write them to ``save_stats``.
 
-    rs = RunningStats()
-    shape, channels, used, chunk = None, None, [], []
+    Locally each chunk's images are read here; on a cluster (``runner.distributed``) each image
+    is a task returning its partial statistics (:func:`image_moments`), combined here chunk by
+    chunk (:class:`MergedStats`) into the same statistics file, within float rounding.
+    """
+    if runner.distributed:
+        rs, batch_of = MergedStats(), list
+        seen = _moments_each(runner, jobs, max_pixels)
+    else:
+        from poolcli.ops import RunningStats
 
-    def flush():
-        if chunk:
-            try:
-                rs.update(_as_batch([img.array for _, img in chunk]), momentum=fit_opts.momentum)
-            except (ValueError, TypeError) as exc:
-                _fail(runner, chunk, f"{', '.join(img.source for _, img in chunk)}: "
-                                     f"{one_line(exc)}")
-            else:
-                used.extend(chunk)
-            chunk.clear()
-
-    for job, img in _read_each(runner, jobs, max_pixels):
-        if shape is None:
-            shape, channels = img.array.shape, img.channels
-        if img.array.shape[-1] != shape[-1]:
-            runner.record(Outcome(job.index, job.source, "error", message=(
-                f"{img.source}: {img.array.shape[-1]} channels, but the first image has "
-                f"{shape[-1]}; statistics are per channel")))
-            continue
-        if img.array.shape != shape:
-            shape = (None, None, shape[-1])  # images of several sizes: per-pixel statistics
-        chunk.append((job, img))
-        if len(chunk) == fit_opts.batch_size:
-            flush()
-    flush()
+        rs, batch_of = RunningStats(), _as_batch
+        seen = _read_each(runner, jobs, max_pixels)
+    used, shape, channels = _accumulate(runner, rs, seen, batch_of, fit_opts)
     if not used:
         return
     record = _stats_record(rs, channels, used, shape, params, fit_opts)
@@ -217,6 +201,155 @@ def fit(runner: Runner, reporter, jobs, params: dict, fit_opts: FitOptions, max_
                        on_commit=track_commit)
     runner.tally.ok += len(used)  # the fitted images are in the statistics now on disk
     reporter.json({"stats": record, "output": fit_opts.save_stats})
+
+
+def _accumulate(runner: Runner, rs, seen, batch_of, fit_opts: FitOptions):
+    """Feed ``rs`` chunk by chunk with the (job, image or moments) of ``seen``; images whose
+    channels differ from the first one's are errors. Returns (used, shape, channels)."""
+    from poolcli.errors import one_line
+
+    shape, channels, used, chunk = None, None, [], []
+
+    def flush():
+        if chunk:
+            try:
+                rs.update(batch_of([_data(item) for _, item in chunk]),
+                          momentum=fit_opts.momentum)
+            except (ValueError, TypeError) as exc:
+                _fail(runner, chunk, f"{', '.join(item.source for _, item in chunk)}: "
+                                     f"{one_line(exc)}")
+            else:
+                used.extend(chunk)
+            chunk.clear()
+
+    for job, item in seen:
+        item_shape = _shape(item)
+        if shape is None:
+            shape, channels = item_shape, item.channels
+        if item_shape[-1] != shape[-1]:
+            runner.record(Outcome(job.index, job.source, "error", message=(
+                f"{item.source}: {item_shape[-1]} channels, but the first image has "
+                f"{shape[-1]}; statistics are per channel")))
+            continue
+        if item_shape != shape:
+            shape = (None, None, shape[-1])  # images of several sizes: per-pixel statistics
+        chunk.append((job, item))
+        if len(chunk) == fit_opts.batch_size:
+            flush()
+    flush()
+    return used, shape, channels
+
+
+# ----------------------------------------------------------------------------------------------
+# Fitting on a cluster: per-image partial statistics, merged here
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageMoments:
+    """One image's per-channel partial statistics: values ``count``, ``mean`` and ``m2`` (the
+    sum of squared deviations from the mean), float64, computed two-pass."""
+
+    source: str
+    channels: tuple
+    shape: tuple
+    count: int
+    mean: Any
+    m2: Any
+
+
+def image_moments(job, max_pixels) -> ImageMoments:
+    """The partial statistics of one input (a task of a fit on a cluster)."""
+    import numpy as np
+
+    img = read(job.source, max_pixels)
+    c = img.array.shape[-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = img.array.reshape(-1, c).astype(np.float64)
+        mean = x.mean(axis=0)
+        m2 = np.square(x - mean).sum(axis=0)
+    return ImageMoments(img.source, tuple(img.channels), tuple(img.array.shape), x.shape[0],
+                        mean, m2)
+
+
+def _chan(a: tuple, b: tuple) -> tuple:
+    """Chan et al.'s merge of two (count, mean, M2), as :class:`poolcli.ops.RunningStats`."""
+    import numpy as np
+
+    (n_a, mean_a, m2_a), (n_b, mean_b, m2_b) = a, b
+    n = n_a + n_b
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = mean_b - mean_a
+        return n, mean_a + delta * (n_b / n), m2_a + m2_b + np.square(delta) * (n_a * n_b / n)
+
+
+class MergedStats:
+    """:class:`poolcli.ops.RunningStats` fed with per-image partials instead of pixels.
+
+    The chunks are the local fit's (same images, same order), and the exact statistics use the
+    same Chan merge; but a chunk's mean and M2 are merged from its images' partials instead of
+    computed two-pass over the chunk's pixels, so the statistics file equals a local fit's
+    within float rounding (about 1e-15 relative), not bit for bit. The running statistics
+    follow PyTorch's per-chunk update, as RunningStats.
+    """
+
+    def __init__(self):
+        self.count, self.num_batches_tracked = 0, 0
+        self._mean = self._m2 = None
+        self.running_mean = self.running_var = None
+
+    def update(self, partials: list, *, momentum=None) -> None:
+        import numpy as np
+
+        n_b, mean_b, m2_b = 0, 0.0, 0.0
+        for p in partials:
+            n_b, mean_b, m2_b = _chan((n_b, mean_b, m2_b), (p.count, p.mean, p.m2))
+        if n_b == 1:
+            raise ValueError("expected more than 1 value per channel in a chunk")
+        if self._mean is None:
+            c = len(mean_b)
+            self._mean, self._m2 = np.zeros(c), np.zeros(c)
+            self.running_mean, self.running_var = np.zeros(c), np.ones(c)
+        self.count, self._mean, self._m2 = _chan((self.count, self._mean, self._m2),
+                                                 (n_b, mean_b, m2_b))
+        self.num_batches_tracked += 1
+        factor = momentum if momentum is not None else 1.0 / self.num_batches_tracked
+        with np.errstate(invalid="ignore", over="ignore"):
+            var_unbiased = (m2_b / n_b) * (n_b / (n_b - 1))
+            self.running_mean = (1.0 - factor) * self.running_mean + factor * mean_b
+            self.running_var = (1.0 - factor) * self.running_var + factor * var_unbiased
+
+    @property
+    def mean(self):
+        return self._mean.copy()
+
+    @property
+    def var(self):
+        return self._m2 / self.count
+
+    @property
+    def var_unbiased(self):
+        return self._m2 / (self.count - 1)
+
+
+def _moments_each(runner: Runner, jobs, max_pixels):
+    """Yield (job, ImageMoments) in input order from the cluster; failures are reported."""
+    by_index = {job.index: job for job in jobs}
+    for outcome in runner.outcomes(jobs, image_moments, (max_pixels,)):
+        if outcome.status == "interrupted":
+            raise KeyboardInterrupt
+        if outcome.status != "ok":
+            runner.record(outcome)
+            continue
+        yield by_index[outcome.index], outcome.record
+
+
+def _shape(item) -> tuple:
+    return item.shape if isinstance(item, ImageMoments) else item.array.shape
+
+
+def _data(item):
+    return item if isinstance(item, ImageMoments) else item.array
 
 
 def _as_batch(arrays: list):
@@ -255,5 +388,5 @@ def _stats_record(rs, channels, used, shape, params, fit_opts: FitOptions) -> di
         "running_var": rs.running_var.tolist(), "num_batches_tracked": int(rs.num_batches_tracked),
         "momentum": fit_opts.momentum, "batch_size": fit_opts.batch_size, "eps": params["eps"],
         "shape": list(shape) if shape[0] is not None else None,
-        "sources": [os.path.basename(img.source) for _, img in used],
+        "sources": [os.path.basename(item.source) for _, item in used],
     }

@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -25,7 +26,8 @@ from poolcli.errors import Interrupted, PoolcliError, one_line
 from poolcli.imageio.files import signals_blocked
 
 __all__ = ["Outcome", "Tally", "Runner", "Interrupted", "guarded", "interrupt_signals",
-           "default_workers", "committed", "track_commit"]
+           "default_workers", "committed", "track_commit", "skipped_outcome",
+           "sweep_temporaries"]
 
 #: Exceptions a job may raise that are about its input, not a bug: one line, the batch goes on.
 INPUT_ERRORS = (PoolcliError, ValueError, TypeError, MemoryError, OverflowError, OSError)
@@ -68,18 +70,20 @@ class Tally:
 # Which files a job has committed (so an interrupt never loses count of them)
 # ----------------------------------------------------------------------------------------------
 
-_JOURNAL: list[str] | None = None
+# Per thread: a Dask worker runs several jobs at once in one process, one per thread.
+_LOCAL = threading.local()
 
 
 def track_commit(path: str) -> None:
     """Record that ``path`` is complete on disk (called with signals blocked, after the rename)."""
-    if _JOURNAL is not None:
-        _JOURNAL.append(path)
+    journal = getattr(_LOCAL, "journal", None)
+    if journal is not None:
+        journal.append(path)
 
 
 def committed() -> list[str]:
-    """Files committed by the job running in this process so far."""
-    return list(_JOURNAL or ())
+    """Files committed by the job running in this thread so far."""
+    return list(getattr(_LOCAL, "journal", None) or ())
 
 
 @contextlib.contextmanager
@@ -127,8 +131,7 @@ def guarded(fn: Callable, job: Any, args: tuple, verbose: bool = False) -> Outco
     A ``KeyboardInterrupt`` during the job is reported as ``interrupted`` with the files the job
     had already committed, so the caller's count of outputs on disk stays exact.
     """
-    global _JOURNAL
-    _JOURNAL = []
+    _LOCAL.journal = []
     if _IN_WORKER:
         signal.signal(signal.SIGINT, _raise_interrupt)
         signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -157,7 +160,7 @@ def guarded(fn: Callable, job: Any, args: tuple, verbose: bool = False) -> Outco
     finally:
         if _IN_WORKER:
             _idle_signals()
-        _JOURNAL = None
+        _LOCAL.journal = None
 
 
 def _idle_signals() -> None:
@@ -198,6 +201,8 @@ class Runner:
     ``reporter`` has ``started(total)``, ``outcome(outcome)`` and ``warn(message)``; it is told
     every outcome in input order, in this process.
     """
+
+    distributed = False  # jobs run on a cluster (see poolcli.app.cluster.ClusterRunner)
 
     def __init__(self, reporter, tally: Tally, *, workers: int = 1, fail_fast: bool = False,
                  verbose: bool = False):
@@ -245,7 +250,7 @@ class Runner:
     def _serial(self, jobs, fn, args) -> None:
         try:
             for job in jobs:
-                outcome = _skipped(job) or guarded(fn, job, args, self.verbose)
+                outcome = skipped_outcome(job) or guarded(fn, job, args, self.verbose)
                 if outcome.status == "interrupted":
                     raise self._interrupted([outcome])
                 with signals_blocked():
@@ -266,12 +271,12 @@ class Runner:
             with signals_blocked():  # workers are born deaf; the parent hears it right after
                 executor = ProcessPoolExecutor(workers, mp_context=ctx,
                                                initializer=_worker_init)
-                futures = [None if _skipped(job) else
+                futures = [None if skipped_outcome(job) else
                            executor.submit(guarded, fn, job, args, self.verbose)
                            for job in jobs]
             for job, future in zip(jobs, futures):
                 try:
-                    outcome = _skipped(job) or future.result()
+                    outcome = skipped_outcome(job) or future.result()
                 except BrokenProcessPool:
                     outcome = Outcome(job.index, job.source, "error",
                                       message=f"{job.source}: a worker process died (killed, "
@@ -288,7 +293,7 @@ class Runner:
                 executor.shutdown(wait=True, cancel_futures=True)
                 late = [f.result() for f in futures[reported:] if f is not None and f.done()
                         and not f.cancelled() and f.exception() is None]
-                _sweep_temporaries(jobs)
+                sweep_temporaries(jobs)
             raise self._interrupted(late) from None
         finally:
             if executor is not None:  # never leave a worker behind (it would hold our pipes)
@@ -301,7 +306,7 @@ class Runner:
         return Interrupted(written, failed, self.tally.total)
 
 
-def _skipped(job) -> Outcome | None:
+def skipped_outcome(job) -> Outcome | None:
     """The outcome of a job the plan marked to skip (its output exists), else None."""
     reason = getattr(job, "skip", None)
     if not reason:
@@ -310,7 +315,7 @@ def _skipped(job) -> Outcome | None:
                                                        "output": job.output}, message=reason)
 
 
-def _sweep_temporaries(jobs) -> None:
+def sweep_temporaries(jobs) -> None:
     """After the workers are gone: no temporary file of this run's outputs may remain, even
     from a worker stopped where its own cleanup could not run."""
     from poolcli.imageio.files import remove_temporaries

@@ -78,6 +78,8 @@ def plan(reporter, inputs, op_label: str, b: BatchArgs, *, name_outputs: bool = 
         reporter.warn(f"left out {the_plan.own_outputs} image(s) poolcli wrote "
                       f"(--include-outputs takes them)")
     reporter.tally.total = len(the_plan.jobs)
+    if b.dask and any(job.source == "-" for job in the_plan.jobs):
+        raise usage("standard input (-) is this process's; with --dask read files", "--dask")
     if b.dry_run:
         _dry_run(reporter, the_plan, b)
     return the_plan
@@ -112,14 +114,13 @@ def _dry_run(reporter, the_plan, b: BatchArgs) -> None:
 
 
 def run(reporter, jobs, fn, args, b: BatchArgs, *, workers: int | None = None) -> None:
-    """Run ``fn(job, *args)`` over ``jobs`` through the one runner."""
-    from poolcli.app.runner import Runner, default_workers
+    """Run ``fn(job, *args)`` over ``jobs`` through the one runner (on the cluster with
+    ``--dask``)."""
+    from poolcli.app.runner import default_workers
 
     if workers is None:
         workers = 1 if reporter.preview != "never" else (b.workers or default_workers())
-    runner = Runner(reporter, reporter.tally, workers=workers, fail_fast=b.fail_fast,
-                    verbose=b.verbose)
-    runner.run(jobs, fn, args)
+    runner_for(reporter, b, workers).run(jobs, fn, args)
 
 
 def exit_with(reporter, summary: bool = True) -> None:
@@ -128,7 +129,16 @@ def exit_with(reporter, summary: bool = True) -> None:
     sys.exit(int(code))
 
 
-def runner_for(reporter, b: BatchArgs, workers: int = 1):
+def runner_for(reporter, b: BatchArgs, workers: int = 1, *, local: str | None = None):
+    """The runner of this command: local processes, or the Dask cluster of ``--dask``;
+    ``local`` says why this step runs here even with ``--dask`` (warned)."""
+    if b.dask and local:
+        reporter.warn(f"--dask: {local}, so it runs in this process")
+    elif b.dask:
+        from poolcli.app.cluster import ClusterRunner
+
+        return ClusterRunner(reporter, reporter.tally, address=b.dask, fail_fast=b.fail_fast,
+                             verbose=b.verbose)
     from poolcli.app.runner import Runner
 
     return Runner(reporter, reporter.tally, workers=workers, fail_fast=b.fail_fast,

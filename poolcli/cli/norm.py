@@ -92,6 +92,8 @@ def command(inputs, op_name, display, fit, batch_size, momentum, cumulative, sav
         batchnorm.fit(common.runner_for(reporter, b), reporter, plan.jobs, params, fit_opts,
                       b.max_pixels)
     else:
-        batchnorm.apply_batch(common.runner_for(reporter, b), reporter, plan.jobs, params, opts,
-                              b.max_pixels)
+        why = "batch norm of one batch needs every image at once (--fit, then --stats, run " \
+              "on the cluster)"
+        batchnorm.apply_batch(common.runner_for(reporter, b, local=why), reporter, plan.jobs,
+                              params, opts, b.max_pixels)
     common.exit_with(reporter)

@@ -85,6 +85,10 @@ def input_options(f):
                           "[default: 178956970]."),
         click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
                      help="Parallel worker processes [default: number of cores]."),
+        click.option("--dask", "dask", metavar="ADDRESS", default=None,
+                     help="Run the images as tasks on a Dask cluster: its scheduler's address "
+                          "(tcp://host:8786) or scheduler file. Workers need this poolcli "
+                          "and the same file system (pip install 'poolcli[dask]')."),
         click.option("--json", "as_json", is_flag=True,
                      help="One JSON object per image on stdout, then a summary object; "
                           "tables go to stderr."),
@@ -134,6 +138,7 @@ class BatchArgs:
     include_outputs: bool = False
     max_pixels: int | None = None
     workers: int | None = None
+    dask: str | None = None
     as_json: bool = False
     verbose: bool = False
     quiet: bool = False
@@ -159,7 +164,21 @@ class BatchArgs:
         if b.output == "-" and b.as_json:
             raise usage("-o - and --json both need standard output; write the result to a "
                         "file", "-o")
+        if b.dask is not None:
+            b.check_dask()
         return b
+
+    def check_dask(self) -> None:
+        """What cannot go to a cluster: this process's standard input and output."""
+        if not self.dask.strip():
+            raise usage("needs a scheduler address (tcp://host:8786) or scheduler file",
+                        "--dask")
+        if self.workers is not None:
+            raise usage("-j and --dask exclude each other (the cluster's workers run the "
+                        "images)", "--dask")
+        if self.output == "-":
+            raise usage("-o - writes to this process's standard output; with --dask write "
+                        "to files", "--dask")
 
     @property
     def to_stdout(self) -> bool:
