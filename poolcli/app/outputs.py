@@ -10,7 +10,8 @@
   (``--display``), reported in the record, so nobody mistakes a stretch for the data.
 
 Every file is written atomically and registered with the runner's journal once complete, so an
-interrupt never loses count of it.
+interrupt never loses count of it; an object-store URL is written in one request, never replacing
+an existing object without ``--force`` (:mod:`poolcli.imageio.store`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def write_values(values, path: str, *, channels, opts: WriteOptions, notes: list
 
     from poolcli import imageio
     from poolcli.app.runner import track_commit
+    from poolcli.imageio.store import is_url
 
     named = path if path != STDOUT else f"stdout.{(opts.stdout_format or 'png').lower()}"
     target = np.dtype(imageio.output_dtype_for(
@@ -69,7 +71,8 @@ def write_values(values, path: str, *, channels, opts: WriteOptions, notes: list
                             compress_level=opts.compress_level, quality=opts.quality,
                             provenance=provenance)
         return display
-    imageio.make_parent_dirs(path)
+    if "://" not in path or not is_url(path):  # a store has no directories to make
+        imageio.make_parent_dirs(path)
     imageio.write_image(path, data, channels=channels, overwrite=opts.force,
                         compress_level=opts.compress_level, quality=opts.quality,
                         on_commit=track_commit, provenance=provenance)

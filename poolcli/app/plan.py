@@ -66,7 +66,7 @@ class Plan:
 
     def existing(self) -> list[str]:
         """Planned outputs that already exist, for ``--dry-run`` to mark."""
-        return [p for p in self.writes() if p != STDOUT and os.path.lexists(p)]
+        return _existing(p for p in self.writes() if p != STDOUT)
 
     def add_run_output(self, path: str) -> None:
         """Add a file written once per run (decided after expansion, like a sheet named after
@@ -83,6 +83,36 @@ class Plan:
 
 def _supported(path: str) -> bool:
     return path.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def _is_url(path: str) -> bool:
+    """A ``scheme://`` URL (:mod:`poolcli.imageio.store`, imported only when one is seen:
+    local runs import neither it nor fsspec)."""
+    if "://" not in path:
+        return False
+    from poolcli.imageio.store import is_url
+
+    return is_url(path)
+
+
+def _isdir(path: str) -> bool:
+    if _is_url(path):
+        from poolcli.imageio.store import is_dir
+
+        return is_dir(path)
+    return os.path.isdir(path)
+
+
+def _existing(paths: Iterable[str]) -> list[str]:
+    """The paths that exist, in order; URLs are asked for a listing per prefix, not one by one."""
+    paths = list(paths)
+    urls = [p for p in paths if _is_url(p)]
+    found: set[str] = set()
+    if urls:
+        from poolcli.imageio.store import existing
+
+        found = existing(urls)
+    return [p for p in paths if (p in found if _is_url(p) else os.path.lexists(p))]
 
 
 def expand_inputs(items: Iterable, *, recursive: bool = False, include_outputs: bool = True
@@ -111,6 +141,11 @@ def expand(items: Iterable, *, recursive: bool = False, include_outputs: bool = 
         item = os.fspath(item)
         if item == STDIN:
             jobs.append(Job(STDIN))
+        elif _is_url(item):
+            found, skip, gone = _expand_url(item, recursive)
+            jobs.extend(found)
+            unsupported += skip
+            missing.extend(gone)
         elif os.path.isdir(item) and not _supported(item):
             found, skip = _walk(item, recursive)
             jobs.extend(found)
@@ -139,6 +174,43 @@ def expand(items: Iterable, *, recursive: bool = False, include_outputs: bool = 
         if job.rel_dir in ("=", "*"):
             job.rel_dir = ""
     return jobs, unsupported, missing, own
+
+
+def _expand_url(item: str, recursive: bool) -> tuple[list[Job], int, list[str]]:
+    """:func:`expand` for one URL: a pattern, a prefix ("directory") or an object. An object
+    with an image suffix is taken as named, with no request (reading it says what is wrong)."""
+    from poolcli.imageio import store
+
+    if glob.has_magic(item) and not store.exists(item):
+        jobs, skipped = [], 0
+        matches = store.glob_urls(item, recursive)
+        for url, is_dir in matches:
+            if is_dir:
+                found, skip = _walk_url(url, recursive)
+                jobs.extend(found)
+                skipped += skip
+            else:
+                jobs.append(Job(url, rel_dir="*"))
+        return jobs, skipped, [] if matches else [item]
+    if not _supported(item) and store.is_dir(item):
+        return (*_walk_url(item, recursive), [])
+    return [Job(item, rel_dir="=")], 0, []
+
+
+def _walk_url(root: str, recursive: bool) -> tuple[list[Job], int]:
+    jobs, skipped = [], 0
+    for url, rel in _store_list(root, recursive):
+        if _supported(url):
+            jobs.append(Job(url, rel_dir=rel))
+        else:
+            skipped += 1
+    return jobs, skipped
+
+
+def _store_list(root: str, recursive: bool) -> list[tuple[str, str]]:
+    from poolcli.imageio.store import list_files
+
+    return list_files(root, recursive)
 
 
 def _walk(root: str, recursive: bool) -> tuple[list[Job], int]:
@@ -223,12 +295,22 @@ def output_name(source: str, op: str, fmt: str | None, template: str = DEFAULT_T
         ext = "." + fmt.lower().lstrip(".")
     elif not ext or not _supported(ext):
         ext = ".png"
-    parent = os.path.basename(os.path.dirname(os.path.abspath(source))) if source != STDIN else ""
+    if source == STDIN:
+        parent = ""
+    elif _is_url(source):  # s3://bucket/key.png: the bucket; s3://bucket/dir/key.png: dir
+        parent = source.partition("://")[2].rstrip("/").rpartition("/")[0].rpartition("/")[2]
+    else:
+        parent = os.path.basename(os.path.dirname(os.path.abspath(source)))
     return _render(template, stem=stem, ext=ext, op=op, name=base, parent=parent, index=index)
 
 
 def same_file(path: str) -> str:
-    """A key under which two spellings of one file compare equal."""
+    """A key under which two spellings of one file compare equal (a URL: one spelling of the
+    object; ``file:///x`` and ``/x`` are one file)."""
+    if _is_url(path):
+        from poolcli.imageio.store import canonical
+
+        return canonical(path)
     return os.path.normcase(os.path.realpath(path))
 
 
@@ -289,7 +371,7 @@ def _name_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None,
         jobs[0].output = STDOUT
         return
     single_file = (output is not None and len(jobs) == 1 and _supported(output)
-                   and not os.path.isdir(output))
+                   and not _isdir(output))
     if single_file and fmt:
         from poolcli.formats import FORMAT_ALIASES, SUFFIX_FORMAT
 
@@ -298,7 +380,7 @@ def _name_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None,
         if named != wanted:
             raise UsageError(f"-o {output} is a {named} name but --format is {fmt}; "
                              f"give one or make them agree", option="--format")
-    if output is not None and len(jobs) > 1 and _supported(output) and not os.path.isdir(output):
+    if output is not None and len(jobs) > 1 and _supported(output) and not _isdir(output):
         raise UsageError(f"-o {output} names one file, but there are {len(jobs)} inputs; "
                          f"give a directory", option="-o")
     for job in jobs:
@@ -316,16 +398,17 @@ def _name_outputs(jobs: list[Job], op: str, output: str | None, fmt: str | None,
 def _check_existing(plan: Plan, existing: str) -> None:
     if existing == "replace":
         return
+    present = set(_existing(p for p in plan.writes() if p != STDOUT))
     found = []
     for job in plan.jobs:
         if not job.output or job.output == STDOUT:
             continue
-        there = [p for p in (job.output, *job.side) if os.path.lexists(p)]
-        if existing == "skip" and os.path.lexists(job.output):
+        there = [p for p in (job.output, *job.side) if p in present]
+        if existing == "skip" and job.output in present:
             job.skip = f"{job.output} exists"
         elif there:
             found.extend(there)
-    found += [p for p in plan.run_outputs if os.path.lexists(p)]
+    found += [p for p in plan.run_outputs if p in present]
     if found:
         more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
         verb = "exists" if len(found) == 1 else "exist"

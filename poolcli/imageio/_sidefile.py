@@ -2,7 +2,8 @@
 
 Private to :mod:`poolcli.imageio`. A loader opens its file with :func:`open_checked` (kind and
 size checked on the open descriptor, before a byte is read; FIFOs never block the open), reads
-it with :func:`read_capped`, parses JSON with :func:`parse_json` (nesting capped) and
+it with :func:`read_capped` (a URL: :func:`read_url`, the object's size checked before it is
+downloaded), parses JSON with :func:`parse_json` (nesting capped) and
 validates fields with the ``check_*`` helpers, which raise :class:`FieldError`; the loader
 turns that into its own :class:`~poolcli.errors.SideFileError` subclass with the file name in
 front.
@@ -19,6 +20,7 @@ from typing import Any, BinaryIO
 
 from poolcli.errors import SideFileError
 from poolcli.imageio.files import os_problem
+from poolcli.imageio.store import is_url
 
 __all__ = [
     "FieldError",
@@ -38,6 +40,7 @@ __all__ = [
     "parse_json",
     "read_capped",
     "read_side_file",
+    "read_url",
     "require",
     "shown",
 ]
@@ -133,12 +136,27 @@ def read_side_file(path: str | os.PathLike[str], *, error: type[SideFileError], 
     """``(name for messages, bytes)`` of a side file: :func:`open_checked`, then
     :func:`read_capped`; a file of nothing but whitespace is refused unless ``allow_empty``."""
     name = display_name(path)
-    with open_checked(path, error=error, what=what, max_bytes=max_bytes,
-                      allow_pipe=allow_pipe) as fh:
-        data = read_capped(fh, name, error=error, what=what, max_bytes=max_bytes)
+    if is_url(name):
+        data = read_url(name, error=error, what=what, max_bytes=max_bytes)
+    else:
+        with open_checked(path, error=error, what=what, max_bytes=max_bytes,
+                          allow_pipe=allow_pipe) as fh:
+            data = read_capped(fh, name, error=error, what=what, max_bytes=max_bytes)
     if not allow_empty and not data.strip():
         raise error(f"{name}: {what} is empty")
     return name, data
+
+
+def read_url(url: str, *, error: type[SideFileError], what: str, max_bytes: int) -> bytes:
+    """The bytes of a side file at a URL (``s3://bucket/stats.json``): its size is checked
+    against ``max_bytes`` before it is downloaded (:mod:`poolcli.imageio.store`)."""
+    from poolcli.imageio.store import read_bytes
+
+    def check(size: int) -> None:
+        if size > max_bytes:
+            raise error(f"{url}: {what} is {size} bytes, over the {human_bytes(max_bytes)} limit")
+
+    return read_bytes(url, error=error, check_size=check, max_bytes=max_bytes)
 
 
 def decode_utf8(data: bytes) -> str:

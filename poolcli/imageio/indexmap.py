@@ -22,6 +22,7 @@ field.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -44,11 +45,13 @@ from poolcli.imageio._sidefile import (
     is_int,
     open_checked,
     parse_json,
+    read_url,
     require,
     shown,
 )
 from poolcli.imageio.files import atomic_write, make_parent_dirs
 from poolcli.imageio.read import DEFAULT_MAX_PIXELS
+from poolcli.imageio.store import is_url, write_bytes
 
 FORMAT = "poolcli-indices"
 FORMAT_VERSION = 1
@@ -174,8 +177,6 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False,
     to, into an output directory that does not exist yet). Problems raise ``ImageWriteError``.
     ``on_commit`` is passed to :func:`~poolcli.imageio.files.atomic_write`.
     """
-    make_parent_dirs(path)
-
     idx = np.asarray(indices, dtype=np.int64)
     if idx.ndim == 2:
         idx = idx[:, :, None]
@@ -183,7 +184,14 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False,
     def encode(fh):
         np.savez(fh, indices=idx, meta=np.array(json.dumps(meta)))
 
-    atomic_write(os.fspath(path), encode, overwrite, on_commit)
+    target = os.fspath(path)
+    if is_url(target):  # encoded in memory, stored in one request: never a partial object
+        buffer = io.BytesIO()
+        encode(buffer)
+        write_bytes(target, buffer.getvalue(), overwrite=overwrite, on_commit=on_commit)
+        return
+    make_parent_dirs(target)
+    atomic_write(target, encode, overwrite, on_commit)
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -204,7 +212,12 @@ def load(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_P
         Largest file, and largest indices array, in bytes.
     """
     name = display_name(path)
-    with open_checked(path, error=IndexMapError, what="index map", max_bytes=max_bytes) as fh:
+    if is_url(name):
+        opened = io.BytesIO(read_url(name, error=IndexMapError, what="index map",
+                                     max_bytes=max_bytes))
+    else:
+        opened = open_checked(path, error=IndexMapError, what="index map", max_bytes=max_bytes)
+    with opened as fh:
         try:
             return _load_zip(fh, name, max_pixels, max_bytes)
         except IndexMapError:

@@ -59,6 +59,7 @@ from typing import Any, BinaryIO, Callable
 
 from poolcli import __version__
 from poolcli.imageio.png import Chunk, text_chunk
+from poolcli.imageio.store import is_url
 
 __all__ = [
     "MAX_PROVENANCE_BYTES",
@@ -230,7 +231,12 @@ def _open_regular(path: str | os.PathLike[str]) -> tuple[BinaryIO, int] | None:
     """The file opened for reading and its size, if it is a regular file; else ``None``.
 
     Opened non-blocking, so a FIFO without a writer does not hang; then refused by ``fstat``.
+    An object at a URL is read in small ranged requests (:func:`poolcli.imageio.store.open_ranged`).
     """
+    if is_url(path):
+        from poolcli.imageio.store import open_ranged
+
+        return open_ranged(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)

@@ -119,6 +119,7 @@ from poolcli.imageio._pngchunks import (
 )
 from poolcli.imageio._quiet import captured
 from poolcli.imageio.files import os_problem
+from poolcli.imageio.store import is_url
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Image", "decoded_byte_limit", "read_image"]
 
@@ -210,7 +211,8 @@ def read_image(
     Parameters
     ----------
     path : str or path-like
-        File to read; ``"-"`` reads all of standard input (format sniffed from its bytes).
+        File to read; ``"-"`` reads all of standard input (format sniffed from its bytes); a
+        URL (``s3://bucket/key.png``, :mod:`poolcli.imageio.store`) reads the object whole.
     max_pixels : int or None, optional
         Refuse images with more than this many pixels (width x height), or more than 8 bytes a
         pixel of it once decoded, checked from the header before any pixel data is decoded
@@ -232,6 +234,8 @@ def read_image(
     source = "<stdin>" if is_stdio(path) else os.fsdecode(os.fspath(path))
     if is_stdio(path):
         fmt, data = _checked(source, _read_stdin(file_size_limit(max_pixels)), max_pixels)
+    elif is_url(source):
+        fmt, data = _checked(source, _read_url(source, max_pixels), max_pixels)
     else:
         fmt, data = _read_file(source, max_pixels)
 
@@ -297,6 +301,18 @@ def _read_stdin(limit: int | None) -> bytes:
         return buffer.read() if limit is None else buffer.read(limit + 1)
     except OSError as exc:
         raise ImageReadError(f"<stdin>: cannot read ({exc.strerror or exc})") from exc
+
+
+def _read_url(source: str, max_pixels: int | None) -> bytes:
+    """An object's bytes (:mod:`poolcli.imageio.store`), its size checked against the guard's
+    file-size limit before it is downloaded."""
+    from poolcli.imageio.store import read_bytes
+
+    def check(size: int) -> None:
+        check_file_size(source, size, max_pixels)
+
+    return read_bytes(source, error=ImageReadError, check_size=check,
+                      max_bytes=file_size_limit(max_pixels))
 
 
 def _checked(source: str, data: bytes, max_pixels: int | None) -> tuple[str, bytes]:

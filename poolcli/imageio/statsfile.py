@@ -38,6 +38,7 @@ from poolcli.imageio._sidefile import (
     shown,
 )
 from poolcli.imageio.files import atomic_write
+from poolcli.imageio.store import is_url, write_bytes
 
 FORMAT = "poolcli-batchnorm-stats"
 FORMAT_VERSION = 1
@@ -139,4 +140,7 @@ def save(path: str | os.PathLike[str], record: dict, *, overwrite: bool,
     except FieldError as exc:
         raise ValueError(f"{name}: statistics {exc}") from None
     text = json.dumps(full, indent=2, allow_nan=False) + "\n"
+    if is_url(name):
+        write_bytes(name, text.encode("utf-8"), overwrite=overwrite, on_commit=on_commit)
+        return
     atomic_write(name, lambda fh: fh.write(text.encode("utf-8")), overwrite, on_commit)

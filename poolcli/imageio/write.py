@@ -24,6 +24,7 @@ from poolcli.formats import FORMAT_ALIASES, FORMATS, SUFFIX_FORMAT, SUFFIX_HINT
 from poolcli.imageio._common import is_stdio, pil
 from poolcli.imageio.files import atomic_write, os_problem
 from poolcli.imageio.provenance import Provenance, prepare_provenance
+from poolcli.imageio.store import is_url
 
 __all__ = ["DEFAULT_JPEG_QUALITY", "DEFAULT_PNG_COMPRESS_LEVEL", "write_image"]
 
@@ -66,7 +67,8 @@ def write_image(
     ----------
     path : str or path-like
         Output file; its suffix selects the format (see :data:`SUPPORTED_SUFFIXES`). ``"-"`` writes
-        to standard output and then needs ``format``.
+        to standard output and then needs ``format``. A URL (``s3://bucket/out.png``) is encoded
+        in memory and stored in one request (:func:`poolcli.imageio.store.write_bytes`).
     array : ndarray, shape (H, W) or (H, W, C)
         Pixels, channels last. Non-contiguous views are fine.
     channels : tuple of str, optional
@@ -153,7 +155,29 @@ def write_image(
         except OSError as exc:
             raise ImageWriteError(f"<stdout>: {os_problem(exc, 'cannot write')}") from None
         return
+    if is_url(target):
+        _write_url(target, encode, overwrite, on_commit)
+        return
     atomic_write(target, encode, overwrite, on_commit)
+
+
+def _write_url(target: str, encode: Callable[[BinaryIO], None], overwrite: bool,
+               on_commit: Callable[[str], None] | None) -> None:
+    """Encode into memory, then store the whole object in one request: a store never holds a
+    partial object (:func:`poolcli.imageio.store.write_bytes`)."""
+    from poolcli.imageio.store import write_bytes
+
+    buffer = io.BytesIO()
+    try:
+        encode(buffer)
+    except MemoryError:
+        raise ImageWriteError(f"{target}: not enough memory to encode the image") from None
+    except Exception as exc:
+        raise ImageWriteError(f"{target}: encoding failed ({type(exc).__name__}: {exc})") \
+            from exc
+    data = buffer.getvalue()
+    del buffer
+    write_bytes(target, data, overwrite=overwrite, on_commit=on_commit)
 
 
 def _output_format(target: str, format: str | None, to_stdout: bool) -> str:
