@@ -80,6 +80,10 @@ class Operator:
     checks: tuple[Callable[[dict], None], ...] = ()
     selects_if: Callable[[dict], bool] | None = None
     scope: str = ""  # norm: what the statistics are taken over, for explain (str.format(params))
+    # Band by band over a large image (app/stream.py): "" no; "exact" (a window's arithmetic
+    # is order-free: max/min), "int" (exact for integer input, float sums otherwise), "float"
+    # (float sums), "blur" (blur's reflect-padded geometry, whole-array arithmetic)
+    stream: str = ""
 
     def resolve(self, params: dict) -> dict:
         """This operator's parameters from ``params``: its own defaults fill what is None or
@@ -442,17 +446,19 @@ _NORM = ("eps", "gamma", "beta")
 
 OPERATORS: list[Operator] = [
     Operator("max", "pool", "Max pooling: the largest value of each window.",
-             "torch.nn.functional.max_pool2d", _WINDOW, _run_max, selects=True, formula="max"),
+             "torch.nn.functional.max_pool2d", _WINDOW, _run_max, selects=True, formula="max",
+             stream="exact"),
     Operator("avg", "pool", "Average (mean) pooling of each window.",
              "torch.nn.functional.avg_pool2d",
              ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"), _run_avg,
-             aliases=("mean",), formula="mean"),
+             aliases=("mean",), formula="mean", stream="int"),
     Operator("min", "pool", "Min pooling: the smallest value of each window.",
              "-max_pool2d(-x), without the negation overflow", _WINDOW, _run_min, selects=True,
-             formula="min"),
+             formula="min", stream="exact"),
     Operator("lp", "pool", "Power-average pooling: (sum |x|^p)^(1/p) over each window.",
              "torch.nn.functional.lp_pool2d (Boureau et al. 2010)",
-             ("norm_type", "kernel", "stride", "ceil_mode"), _run_lp, formula="lp"),
+             ("norm_type", "kernel", "stride", "ceil_mode"), _run_lp, formula="lp",
+             stream="float"),
     Operator("gap", "pool", "Global average pooling: one mean per channel (Lin et al. 2013).",
              "Network in Network, arXiv:1312.4400", (), _run_gap, explain="global",
              formula="mean"),
@@ -478,24 +484,25 @@ OPERATORS: list[Operator] = [
     Operator("sort", "pool", "Sort pooling: weighted sum of each window's largest values.",
              "Singla 2017 (sort_pool2d); weights largest first",
              ("kernel", "stride", "padding", "ceil_mode", "weights"), _run_sort,
-             formula="sort", checks=(_check_sort,)),
+             formula="sort", checks=(_check_sort,), stream="float"),
     Operator("mixed", "pool", "Mixed pooling: alpha*max + (1-alpha)*avg.",
              "Yu et al., RSKT 2014, 'Mixed pooling for CNNs'",
              ("kernel", "stride", "padding", "ceil_mode", "alpha"), _run_mixed,
-             formula="mixed", checks=(_check_mixed,)),
+             formula="mixed", checks=(_check_mixed,), stream="int"),
     Operator("softpool", "pool", "SoftPool: softmax-weighted sum sum(e^a a)/sum(e^a).",
              "Stergiou et al., ICCV 2021, arXiv:2101.00440",
-             ("kernel", "stride", "ceil_mode"), _run_softpool, formula="softpool"),
+             ("kernel", "stride", "ceil_mode"), _run_softpool, formula="softpool",
+             stream="float"),
     Operator("gem", "pool", "Generalized-mean pooling: mean(clamp(x, eps)^p)^(1/p).",
              "Radenović et al., TPAMI 2018, arXiv:1711.02512",
-             ("kernel", "stride", "ceil_mode", "p"), _run_gem, formula="gem"),
+             ("kernel", "stride", "ceil_mode", "p"), _run_gem, formula="gem", stream="float"),
     Operator("lse", "pool", "Log-sum-exp pooling: (1/r) log mean(e^(r x)).",
              "Pinheiro & Collobert, CVPR 2015, arXiv:1411.6228",
-             ("kernel", "stride", "ceil_mode", "r"), _run_lse, formula="lse"),
+             ("kernel", "stride", "ceil_mode", "r"), _run_lse, formula="lse", stream="float"),
     Operator("blur", "pool", "BlurPool: binomial low-pass filter, then subsample (anti-aliased).",
              "Zhang, ICML 2019, 'Making CNNs shift-invariant again', arXiv:1904.11486",
              ("kernel", "stride"), _run_blur, explain="blur", defaults={"stride": (2, 2)},
-             checks=(_check_blur,)),
+             checks=(_check_blur,), stream="blur"),
     Operator("instance", "norm",
              "Instance (contrast) normalization: each channel of each image to mean 0, var 1.",
              "Ulyanov et al. 2016, arXiv:1607.08022; torch.nn.functional.instance_norm",

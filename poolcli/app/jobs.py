@@ -153,9 +153,14 @@ def pool_compute(x, op, params: dict, index: int, want_indices: bool):
 
 
 def pool_one(job, spec: PoolSpec, opts: WriteOptions, max_pixels) -> dict:
-    """Read, pool, write (side files first) for one job; returns the report record."""
+    """Read, pool, write (side files first) for one job; returns the report record. A large
+    image is pooled band by band (:mod:`poolcli.app.stream`) when it can be."""
+    from poolcli.app.stream import pool_stream
     from poolcli.imageio import indexmap
 
+    streamed = pool_stream(job, spec, opts, max_pixels)
+    if streamed is not None:
+        return streamed
     op = registry.get(spec.op)
     img = read(job.source, max_pixels)
     x = img.array

@@ -1,0 +1,351 @@
+"""Large images band by band: decode a band of rows, pool it, encode it, drop it.
+
+:func:`pool_stream` is what :func:`poolcli.app.jobs.pool_one` tries first. It streams when the
+decoded image passes :data:`STREAM_BYTES` (or ``POOLCLI_STREAM_ROWS`` forces it, with that many
+output rows per band), the file streams (:func:`poolcli.imageio.stream.open_band_reader`), the
+operator does (its registry ``stream`` attribute), and banding is bit-identical for this
+geometry and dtype (:func:`poolcli.ops.order_safe`); otherwise it returns ``None`` and the job
+runs in memory. Output rows ``[a, b)`` of a band come from running the unchanged operator on the
+input rows :meth:`poolcli.ops.BandRows.slice_for` names, so the results, the written file, the
+statistics (same blocks, same accumulator) and the record equal the in-memory path's.
+
+Bands are computed on a thread pool (numpy releases the GIL) with at most ``2 * threads`` in
+flight, and written in order by the calling thread. Threads: ``POOLCLI_THREADS``, else every
+core when this process runs the image alone, one in a ``-j N`` worker process (no
+oversubscription: the runner's workers already use the cores).
+
+Memory: about ``2 * threads + 1`` input bands of :data:`BAND_BYTES`, their results, and the
+reader's and writer's buffers, whatever the image size. The bomb guard is the reader's: a file
+claiming more than ``--max-pixels`` is refused before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+
+from poolcli import registry
+
+__all__ = ["STREAM_BYTES", "BAND_BYTES", "ROWS_ENV", "THREADS_ENV", "pool_stream", "threads",
+           "band_geometry"]
+
+#: Decoded size from which an image is streamed (see the README's "Large images": measured
+#: where the banded path stops being slower than the in-memory one).
+STREAM_BYTES = 256 << 20
+#: Input bytes per band (about); a band is at least one output row.
+BAND_BYTES = 8 << 20
+#: Force streaming with this many output rows per band (tests, experiments).
+ROWS_ENV = "POOLCLI_STREAM_ROWS"
+#: Threads per streamed image (default: every core, or 1 in a worker process).
+THREADS_ENV = "POOLCLI_THREADS"
+_WRITERS = ("PNG", "TIFF", "NPY")  # the formats open_band_writer writes band by band
+# stats.channel_stats feeds its accumulators blocks of this many cells (rows of a plane);
+# the same blocks give the same floating-point sums.
+_STATS_BLOCK_CELLS = 1 << 18
+
+
+def forced_rows() -> int | None:
+    value = os.environ.get(ROWS_ENV, "").strip()
+    return max(1, int(value)) if value.isdigit() else None
+
+
+def threads() -> int:
+    """Threads for one streamed image (see the module docstring)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    if multiprocessing.parent_process() is not None:  # a -j N worker
+        return 1
+    return os.cpu_count() or 1
+
+
+def band_geometry(op, params: dict, height: int, dtype):
+    """The operator's :class:`~poolcli.ops.BandRows` over ``height`` rows, or ``None`` when it
+    does not stream or banding would not be bit-identical for this geometry and ``dtype``."""
+    from poolcli import ops
+
+    if op.stream == "blur":
+        stride = params.get("stride") or (2, 2)
+        return ops.blur_rows(height, params["kernel"][0], stride[0], None)
+    if op.stream not in ("exact", "int", "float"):
+        return None
+    rows = ops.window_rows(height, params["kernel"], params.get("stride"),
+                           params.get("padding") or 0, params.get("dilation") or 1,
+                           params.get("ceil_mode", False))
+    if rows.out < 1:
+        return None
+    kind = np.dtype(dtype).kind
+    exact = op.stream == "exact" or (op.stream == "int" and kind in "iub"
+                                     and np.dtype(dtype).itemsize <= 2)
+    return rows if ops.order_safe(rows, exact) else None
+
+
+def _open_large(path: str, max_pixels):
+    """A band reader when ``path`` is worth streaming, else None (the bomb guard may raise)."""
+    from poolcli.imageio.stream import open_band_reader
+
+    if path == "-":
+        return None
+    kwargs = {"max_pixels": max_pixels}
+    if max_pixels is None:
+        from poolcli.imageio import DEFAULT_MAX_PIXELS
+
+        kwargs["max_pixels"] = DEFAULT_MAX_PIXELS
+    reader = open_band_reader(path, **kwargs)
+    if reader is None:
+        return None
+    size = reader.height * reader.width * len(reader.channels) * reader.dtype.itemsize
+    if forced_rows() or size > STREAM_BYTES:
+        return reader
+    reader.close()
+    return None
+
+
+def pool_stream(job, spec, opts, max_pixels) -> dict | None:
+    """Pool one job band by band; ``None`` when it should run in memory instead."""
+    if spec.save_indices or spec.indices_png or spec.preview or job.output == "-":
+        return None
+    from poolcli.formats import SUFFIX_FORMAT
+
+    op = registry.get(spec.op)
+    fmt = SUFFIX_FORMAT.get(os.path.splitext(job.output)[1].lower())
+    if not op.stream or fmt not in _WRITERS:
+        return None
+    reader = _open_large(job.source, max_pixels)
+    if reader is None:
+        return None
+    with reader:
+        rows = band_geometry(op, spec.params, reader.height, reader.dtype)
+        if rows is None:
+            return None
+        return _Streamed(job, op, spec.params, opts, reader, rows).run()
+
+
+class _Streamed:
+    """One streamed pool job: the bands, the output policy per band, the record."""
+
+    def __init__(self, job, op, params, opts, reader, rows):
+        self.job, self.op, self.params, self.opts = job, op, params, opts
+        self.reader, self.rows = reader, rows
+        row_bytes = reader.width * len(reader.channels) * reader.dtype.itemsize
+        self.band = forced_rows() or max(1, BAND_BYTES // max(1, row_bytes * rows.s))
+        self.stats_in = _RowStats(reader.width, reader.channels) if opts.stats else None
+        self.fed = 0  # input rows given to stats_in
+        self.info: dict = {}
+
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int) -> np.ndarray:
+        from poolcli.ops import keep_band
+
+        result = self.op.run(x, self.params, False)
+        self.info = result.info
+        return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1]))
+
+    def feed_input(self, x: np.ndarray, r0: int) -> None:
+        if self.stats_in is not None and r0 + x.shape[0] > self.fed:
+            self.stats_in.add(x[self.fed - r0 :])
+            self.fed = r0 + x.shape[0]
+
+    def results(self):
+        """Output bands in order, computed on the thread pool."""
+        n = threads()
+        with ThreadPoolExecutor(n) as pool:
+            flight: deque = deque()
+            for a, b in _plan(self.rows, self.band):
+                r0, r1, skip = self.rows.slice_for(a, b)
+                x = self.reader.read_rows(r0, r1)
+                self.feed_input(x, r0)
+                flight.append(pool.submit(self.compute, x, r0, skip, b - a))
+                if len(flight) >= 2 * n:
+                    yield flight.popleft().result()
+            while flight:
+                yield flight.popleft().result()
+        for r0 in range(self.fed, self.reader.height, max(1, self.band)):  # rows never read
+            self.feed_input(self.reader.read_rows(r0, min(self.reader.height, r0 + self.band)),
+                            r0)
+
+    def run(self) -> dict | None:
+        bands = self.results()
+        first = next(bands)
+        policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
+        if policy is None:
+            bands.close()
+            return None
+        stats_out = _RowStats(first.shape[1], self.reader.channels) if self.opts.stats else None
+        with self.open_writer(first, policy) as writer:
+            for values in _chain(first, bands):
+                if stats_out is not None:
+                    stats_out.add(values)
+                writer.write_rows(policy.convert(values))
+            writer.commit()
+        return self.record(first, policy, stats_out)
+
+    def open_writer(self, first, policy):
+        from poolcli import imageio
+        from poolcli.app.outputs import provenance
+        from poolcli.app.runner import track_commit
+        from poolcli.formats import SUFFIX_FORMAT
+        from poolcli.imageio.stream import open_band_writer
+
+        self.made = provenance("pool", self.op.name, self.params, self.info)
+        imageio.make_parent_dirs(self.job.output)
+        fmt = SUFFIX_FORMAT[os.path.splitext(self.job.output)[1].lower()]
+        return open_band_writer(self.job.output, height=self.rows.out, width=first.shape[1],
+                                channels=self.reader.channels, dtype=policy.target, fmt=fmt,
+                                overwrite=self.opts.force, on_commit=track_commit,
+                                metadata=self.made, compress_level=self.opts.compress_level)
+
+    def record(self, first, policy, stats_out) -> dict:
+        from poolcli.app.jobs import build_record
+
+        r = self.reader
+        img = SimpleNamespace(source=r.source, channels=r.channels,
+                              array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
+        values = _shaped((self.rows.out, *first.shape[1:]), first.dtype)
+        notes = list(r.notes) + [f"{k}: {v}" for k, v in self.info.items()] + policy.notes
+        record = build_record(img, self.job.output, self.op.name, self.params, values, notes,
+                              stats=None, **self.info)
+        if self.stats_in is not None:
+            record["stats_in"] = self.stats_in.result()
+            record["stats_out"] = stats_out.result()
+        return record
+
+
+def _plan(rows, band: int):
+    from poolcli.ops import plan_bands
+
+    return plan_bands(rows, band)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _shaped(shape, dtype) -> np.ndarray:
+    """A read-only array of ``shape`` taking no memory (the record needs shape and dtype)."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+class _Policy:
+    """The output policy of :func:`poolcli.app.outputs.write_values`, applied band by band:
+    only its elementwise cases (as is, rounded and clipped, 16-bit scaled to 8)."""
+
+    def __init__(self, target, convert, notes):
+        self.target, self.convert, self.notes = target, convert, notes
+
+    @classmethod
+    def make(cls, output: str, dtype, source_dtype):
+        from poolcli import imageio
+
+        dtype, source = np.dtype(dtype), np.dtype(source_dtype)
+        target = np.dtype(imageio.output_dtype_for(output, dtype, source_dtype=source))
+        if target == dtype:
+            return cls(target, lambda v: v, [])
+        scale = source if dtype.kind == "f" else dtype
+        if target == np.uint8 and not (scale.kind in "iub" and scale.itemsize == 1):
+            if not (scale.kind in "iu" and scale.itemsize == 2):
+                return None  # a float or wide range: mapped by the whole image's range
+            how = imageio.to_uint8(np.zeros(1, dtype), scale)[1]
+            return cls(target, lambda v: imageio.to_uint8(v, scale)[0],
+                       [f"{how}; use --format png, npy or tiff for the exact values"])
+        return cls(target, lambda v: imageio.fit_to_dtype(v, target),
+                   [f"written as {target} (rounded and clipped); "
+                    f"use --format npy or tiff for the exact values"])
+
+
+class _RowStats:
+    """:func:`poolcli.stats.channel_stats` of an image given band by band: the same row blocks
+    fed to the same accumulator in the same order, so the numbers are identical."""
+
+    def __init__(self, width: int, channels):
+        self.rows = max(1, _STATS_BLOCK_CELLS // max(1, width))
+        self.names = tuple(channels)
+        self.accs = [_ChannelAccumulator() for _ in self.names]
+        self.pending: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, band: np.ndarray) -> None:
+        band = band.reshape(band.shape[0], band.shape[1], -1)
+        while band.shape[0]:
+            take = min(self.rows - self.count, band.shape[0])
+            self.pending.append(band[:take])
+            self.count += take
+            band = band[take:]
+            if self.count == self.rows:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending, self.count = [], 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            for i, acc in enumerate(self.accs):
+                acc.add(np.ascontiguousarray(block[..., i]).reshape(-1))
+
+    def result(self) -> list[dict]:
+        from poolcli.stats import ChannelStats, channel_names
+
+        self.flush()
+        names = channel_names(len(self.accs), self.names)
+        return [ChannelStats(names[i], *acc.result()).as_dict() for i, acc in
+                enumerate(self.accs)]
+
+
+class _ChannelAccumulator:
+    """A copy of ``poolcli.stats``'s private block accumulator (Chan et al.'s merge), which
+    stats.py does not export; keep the two identical (tests/test_app_stream.py compares the
+    records of both paths)."""
+
+    def __init__(self):
+        self.size = self.count = self.zeros = self.nan = 0
+        self.lo = self.hi = None
+        self.total = self.mean = self.m2 = 0.0
+
+    def add(self, plane: np.ndarray) -> None:
+        self.size += plane.size
+        self.zeros += int(np.count_nonzero(plane == 0))
+        if plane.dtype.kind == "f":
+            nan = np.isnan(plane)
+            count = int(np.count_nonzero(nan))
+            if count:
+                self.nan += count
+                plane = plane[~nan]
+        n_b = plane.size
+        if n_b == 0:
+            return
+        lo, hi = plane.min(), plane.max()
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        s_b = float(np.add.reduce(plane, dtype=np.float64))
+        mean_b = s_b / n_b
+        d = np.subtract(plane, mean_b, dtype=np.float64)
+        m2_b = float(np.einsum("i,i->", d, d))
+        n_a, n = self.count, self.count + n_b
+        if n_a == 0:
+            self.mean, self.m2 = mean_b, m2_b
+        else:
+            delta = mean_b - self.mean
+            self.mean += delta * (n_b / n)
+            self.m2 += m2_b + delta * delta * (n_a * n_b / n)
+        self.total += s_b
+        self.count = n
+
+    def result(self) -> tuple:
+        nan = float("nan")
+        if self.size == 0:
+            return (nan,) * 5 + (0,)
+        zeros = self.zeros / self.size
+        if self.count == 0:
+            return (nan,) * 4 + (zeros, self.nan)
+        mean = self.total / self.count
+        if not np.isfinite(mean):
+            std = nan
+        else:
+            std = float(np.sqrt(self.m2 / self.count)) if self.m2 >= 0 else nan
+        return float(self.lo), float(self.hi), mean, std, float(zeros), self.nan
