@@ -48,8 +48,8 @@ def streamed(monkeypatch):
     done = []
     real = stream._Streamed.run
 
-    def counted(self):
-        record = real(self)
+    def counted(self, build_record):
+        record = real(self, build_record)
         done.append(record is not None)
         return record
 

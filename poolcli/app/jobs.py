@@ -158,7 +158,7 @@ def pool_one(job, spec: PoolSpec, opts: WriteOptions, max_pixels) -> dict:
     from poolcli.app.stream import pool_stream
     from poolcli.imageio import indexmap
 
-    streamed = pool_stream(job, spec, opts, max_pixels)
+    streamed = pool_stream(job, spec, opts, max_pixels, build_record)
     if streamed is not None:
         return streamed
     op = registry.get(spec.op)

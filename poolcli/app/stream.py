@@ -106,8 +106,9 @@ def _open_large(path: str, max_pixels):
     return None
 
 
-def pool_stream(job, spec, opts, max_pixels) -> dict | None:
-    """Pool one job band by band; ``None`` when it should run in memory instead."""
+def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
+    """Pool one job band by band; ``None`` when it should run in memory instead.
+    ``build_record`` is :func:`poolcli.app.jobs.build_record` (the one record builder)."""
     if spec.save_indices or spec.indices_png or spec.preview or job.output == "-":
         return None
     from poolcli.formats import SUFFIX_FORMAT
@@ -123,7 +124,7 @@ def pool_stream(job, spec, opts, max_pixels) -> dict | None:
         rows = band_geometry(op, spec.params, reader.height, reader.dtype)
         if rows is None:
             return None
-        return _Streamed(job, op, spec.params, opts, reader, rows).run()
+        return _Streamed(job, op, spec.params, opts, reader, rows).run(build_record)
 
 
 class _Streamed:
@@ -168,7 +169,7 @@ class _Streamed:
             self.feed_input(self.reader.read_rows(r0, min(self.reader.height, r0 + self.band)),
                             r0)
 
-    def run(self) -> dict | None:
+    def run(self, build_record) -> dict | None:
         bands = self.results()
         first = next(bands)
         policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
@@ -182,7 +183,7 @@ class _Streamed:
                     stats_out.add(values)
                 writer.write_rows(policy.convert(values))
             writer.commit()
-        return self.record(first, policy, stats_out)
+        return self.record(first, policy, stats_out, build_record)
 
     def open_writer(self, first, policy):
         from poolcli import imageio
@@ -199,9 +200,7 @@ class _Streamed:
                                 overwrite=self.opts.force, on_commit=track_commit,
                                 metadata=self.made, compress_level=self.opts.compress_level)
 
-    def record(self, first, policy, stats_out) -> dict:
-        from poolcli.app.jobs import build_record
-
+    def record(self, first, policy, stats_out, build_record) -> dict:
         r = self.reader
         img = SimpleNamespace(source=r.source, channels=r.channels,
                               array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
