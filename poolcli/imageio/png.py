@@ -32,13 +32,15 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
-__all__ = ["COLOUR_TYPES", "encode_png", "text_chunk", "write_png"]
+__all__ = ["COLOUR_TYPES", "IDAT_BYTES", "RowFilter", "encode_png", "png_head", "text_chunk",
+           "write_chunk", "write_png"]
 
 #: PNG colour type by channel count: grey, grey + alpha, RGB, RGBA.
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IDAT_BYTES = 1 << 20  # largest IDAT chunk written
+IDAT_BYTES = _IDAT_BYTES  #: largest IDAT chunk written (the band writer's too)
 _STRIP_BYTES = 1 << 18  # rows filtered at a time: 256 KiB measured fastest (64 KiB-1 MiB)
 
 
@@ -93,32 +95,43 @@ def write_png(
     """
     import imagecodecs
 
-    if array.ndim != 3 or array.shape[2] not in COLOUR_TYPES or 0 in array.shape:
+    if array.ndim != 3 or 0 in array.shape:
         raise ValueError(f"PNG needs an (H, W, 1-4) array, got shape {array.shape}")
-    if array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"PNG stores uint8 or uint16, not {array.dtype}")
     if not 0 <= level <= 9:
         raise ValueError(f"compress level must be 0-9, got {level}")
+    height, width, channels = array.shape
+    head = png_head(width, height, array.dtype, channels, chunks)
+    rows = RowFilter(width, channels, array.dtype, filtered=level > 0)
+    raw = np.empty((height, 1 + rows.line), np.uint8)
+    rows.filter_into(array, raw)
+    stream = imagecodecs.deflate_encode(raw, level=level)  # zlib-wrapped DEFLATE
+    del raw
+    fh.write(head)
+    view = memoryview(stream)
+    for start in range(0, len(view), _IDAT_BYTES):
+        write_chunk(fh, b"IDAT", view[start : start + _IDAT_BYTES])
+    write_chunk(fh, b"IEND", b"")
+
+
+def png_head(width: int, height: int, dtype: np.dtype, channels: int,
+             chunks: Sequence[Chunk] = ()) -> bytes:
+    """The signature, IHDR and the ancillary ``chunks``: all a PNG holds before its image data
+    (``ValueError`` for a layout PNG cannot store or a chunk type that is not ancillary)."""
+    dtype = np.dtype(dtype)
+    if channels not in COLOUR_TYPES or width < 1 or height < 1:
+        raise ValueError(f"PNG needs an (H, W, 1-4) array, got shape {(height, width, channels)}")
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG stores uint8 or uint16, not {dtype}")
     for ctype, _ in chunks:  # ancillary: a lowercase first letter, four ASCII letters
         if len(ctype) != 4 or not ctype.isalpha() or not ctype[:1].islower():
             raise ValueError(f"not an ancillary PNG chunk type: {ctype!r}")
-    height, width, channels = array.shape
-    depth = 8 * array.itemsize
-    raw = _filtered_rows(array, filtered=level > 0)
-    stream = imagecodecs.deflate_encode(raw, level=level)  # zlib-wrapped DEFLATE
-    del raw
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0)
-    fh.write(_SIGNATURE)
-    _write_chunk(fh, b"IHDR", ihdr)
-    for ctype, payload in chunks:
-        _write_chunk(fh, ctype, payload)
-    view = memoryview(stream)
-    for start in range(0, len(view), _IDAT_BYTES):
-        _write_chunk(fh, b"IDAT", view[start : start + _IDAT_BYTES])
-    _write_chunk(fh, b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", width, height, 8 * dtype.itemsize, COLOUR_TYPES[channels],
+                       0, 0, 0)
+    return _SIGNATURE + b"".join(_chunk_bytes(t, p) for t, p in [(b"IHDR", ihdr), *chunks])
 
 
-def _write_chunk(fh: BinaryIO, ctype: bytes, payload) -> None:
+def write_chunk(fh: BinaryIO, ctype: bytes, payload) -> None:
+    """Write one chunk: length, type, ``payload`` (bytes-like, not copied), CRC."""
     from imagecodecs import deflate_crc32  # libdeflate's: 8x zlib.crc32
 
     crc = deflate_crc32(payload, zlib.crc32(ctype))
@@ -127,34 +140,45 @@ def _write_chunk(fh: BinaryIO, ctype: bytes, payload) -> None:
     fh.write(struct.pack(">I", crc))
 
 
-def _filtered_rows(array: np.ndarray, *, filtered: bool) -> np.ndarray:
-    """The ``(H, 1 + W * bytes_per_pixel)`` uint8 scanlines, each led by its filter-type byte.
+def _chunk_bytes(ctype: bytes, payload: bytes) -> bytes:
+    from imagecodecs import deflate_crc32
 
-    ``array`` may have any strides (pooling results are often views of a planar buffer): each
-    strip of rows is copied into a small contiguous, big-endian buffer on its own, which is
-    cheaper than copying the whole image first.
+    crc = deflate_crc32(payload, zlib.crc32(ctype))
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", crc)
+
+
+class RowFilter:
+    """Rows to PNG scanlines (filter-type byte + filtered bytes), a strip at a time, remembering
+    the last row for the next call: the whole image in one call (:func:`write_png`) or band by
+    band (:mod:`poolcli.imageio.stream`) gives the same scanlines.
+
+    The rows may have any strides (pooling results are often views of a planar buffer): each
+    strip is copied into a small contiguous, big-endian buffer on its own, which is cheaper
+    than copying the whole image first.
     """
-    height, width, channels = array.shape
-    bpp = channels * array.itemsize  # bytes per pixel
-    line = width * bpp
-    dtype = np.dtype(">u2") if array.itemsize == 2 else np.dtype(np.uint8)
-    out = np.empty((height, 1 + line), np.uint8)
-    out[:, 0] = 0
-    step = max(1, _STRIP_BYTES // line)
-    strip = np.empty((step + 1, width, channels), dtype)  # row 0: the row above the strip
-    rows = strip.view(np.uint8).reshape(step + 1, line)
-    for r0 in range(0, height, step):
-        r1 = min(height, r0 + step)
-        if r0 > 0:
-            rows[0] = rows[step]  # the previous strip's last row (strips are full until the end)
-        else:
-            rows[0] = 0
-        np.copyto(strip[1 : 1 + r1 - r0], array[r0:r1])
-        if filtered:
-            _filter_strip(rows[: 1 + r1 - r0], bpp, out[r0:r1])
-        else:
-            out[r0:r1, 1:] = rows[1 : 1 + r1 - r0]
-    return out
+
+    def __init__(self, width: int, channels: int, dtype: np.dtype, *, filtered: bool):
+        dtype = np.dtype(dtype)
+        self.bpp = channels * dtype.itemsize  # bytes per pixel
+        self.line = width * self.bpp
+        self.filtered = filtered
+        self._step = max(1, _STRIP_BYTES // self.line)
+        big = np.dtype(">u2") if dtype.itemsize == 2 else np.dtype(np.uint8)
+        self._strip = np.zeros((self._step + 1, width, channels), big)  # 0: the row above
+        self._rows = self._strip.view(np.uint8).reshape(self._step + 1, self.line)
+
+    def filter_into(self, array: np.ndarray, dest: np.ndarray) -> None:
+        """Write the ``(n, 1 + line)`` scanlines of the ``(n, W, C)`` rows ``array`` to ``dest``."""
+        rows, step = self._rows, self._step
+        for r0 in range(0, len(array), step):
+            count = min(len(array), r0 + step) - r0
+            np.copyto(self._strip[1 : 1 + count], array[r0 : r0 + count])
+            if self.filtered:
+                _filter_strip(rows[: 1 + count], self.bpp, dest[r0 : r0 + count])
+            else:
+                dest[r0 : r0 + count, 0] = 0
+                dest[r0 : r0 + count, 1:] = rows[1 : 1 + count]
+            rows[0] = rows[count]  # the row above the next strip
 
 
 def _filter_strip(rows: np.ndarray, bpp: int, dest: np.ndarray) -> None:
