@@ -166,7 +166,9 @@ class _Streamed:
                     yield flight.popleft().result()
             while flight:
                 yield flight.popleft().result()
-        for r0 in range(self.fed, self.reader.height, max(1, self.band)):  # rows never read
+        if self.stats_in is None:
+            return
+        for r0 in range(self.fed, self.reader.height, self.band):  # rows no band read
             self.feed_input(self.reader.read_rows(r0, min(self.reader.height, r0 + self.band)),
                             r0)
 
