@@ -217,6 +217,7 @@ class _Batch:
         self.run_id = uuid.uuid4().hex
         self.todo = iter(jobs)
         self.order: deque = deque()  # (job, future or None), submitted and not yet taken
+        self.reported: set[int] = set()  # indices counted by the caller (with signals blocked)
         self.done_ahead = as_completed(loop=client.loop)
         self.window, self.window_at = 0, 0.0
 
@@ -251,21 +252,21 @@ class _Batch:
                 next(self.done_ahead, None)  # any task finished: the window has room
                 self._fill()
                 continue
-            self.order.popleft()
             yield skipped_outcome(job) or _result(job, future)
+            self.order.popleft()  # after the caller took it: see reported
             self._fill()
 
     def drain(self) -> list[Outcome]:
         """Submit nothing more and wait for the tasks already submitted: their outcomes (not
         yet reported), so the count of outputs on disk is exact."""
-        from distributed import wait
-
         self.todo = iter(())
         futures = [f for _, f in self.order if f is not None]
-        with contextlib.suppress(Exception):
-            wait(futures, timeout=max(60, 10 * len(futures)))
+        deadline = time.monotonic() + max(60, 10 * len(futures))
+        for future in futures:
+            with contextlib.suppress(Exception):  # its error is its outcome, below
+                future.result(timeout=max(0.1, deadline - time.monotonic()))
         return [skipped_outcome(job) or _result(job, f) for job, f in self.order
-                if f is None or f.done()]
+                if job.index not in self.reported and (f is None or f.done())]
 
     def cancel(self) -> None:
         """Submit nothing more and cancel what was submitted (``--fail-fast``, the end)."""
@@ -309,8 +310,9 @@ class ClusterRunner(Runner):
             batch = _Batch(client, jobs, fn, args, self.verbose)
             try:
                 for outcome in batch.outcomes():
-                    with signals_blocked():
+                    with signals_blocked():  # counted and marked reported together
                         self._count(outcome)
+                        batch.reported.add(outcome.index)
                     if not self._report(outcome):
                         return
             except KeyboardInterrupt:
