@@ -90,8 +90,9 @@ def _layout(walk: _Walk, depth: int, colour: int):
     """
     if colour in (0, 2, 4, 6) and depth in (8, 16):
         keyed = colour in (0, 2) and walk.trns is not None
-        if keyed and len(walk.trns) != 2 * _SAMPLES[colour]:
-            return None  # libpng ignores a malformed key, with a warning: read_image decides
+        if keyed and (len(walk.trns) != 2 * _SAMPLES[colour]
+                      or max(struct.unpack(f">{len(walk.trns) // 2}H", walk.trns)) >> depth):
+            return None  # a malformed key: libpng warns (a note read_image gives) or ignores it
         names = _NAMES[colour + 4 if keyed else colour]
         mode = "".join(names)
         if depth == 16:
@@ -198,7 +199,7 @@ class _PngReader(BandReader):
         self._chunk, self._offset = 0, 0  # the IDAT chunk being read, and where in it
         self._crc = zlib.crc32(b"IDAT")
         self._lut = _palette_lut(walk.plte, walk.trns) if colour == 3 else None
-        self._key = _key(walk.trns, depth) if colour in (0, 2) and walk.trns else None
+        self._key = _key(walk.trns) if colour in (0, 2) and walk.trns else None
 
     def _produce(self, wanted: int) -> np.ndarray:
         count = min(self._block, self.height - self._next)
@@ -314,10 +315,9 @@ def _palette_lut(plte: bytes, trns: bytes | None) -> np.ndarray:
     return lut
 
 
-def _key(trns: bytes, depth: int) -> np.ndarray:
-    """The colour key of a grey or RGB tRNS chunk, as libpng compares it (8-bit: low byte)."""
-    key = np.frombuffer(trns, ">u2").astype(np.uint16)
-    return key & 0xFF if depth == 8 else key
+def _key(trns: bytes) -> np.ndarray:
+    """The colour key of a grey or RGB tRNS chunk (its samples within the bit depth)."""
+    return np.frombuffer(trns, ">u2").astype(np.uint16)
 
 
 # ---- the writer ----------------------------------------------------------------------------------
