@@ -145,6 +145,9 @@ class BandWriter:
     def _finish(self, fh: BinaryIO) -> None:
         """Write what comes after the last row."""
 
+    def _discard(self) -> None:
+        """Stop any work still running on the file (called by :meth:`abort` before it closes)."""
+
     # ---- the interface ----
 
     def write_rows(self, rows: np.ndarray) -> None:
@@ -183,6 +186,7 @@ class BandWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (the target is left as it was). Safe to call twice."""
+        self._discard()
         fh, self._fh = self._fh, None
         if fh is not None:
             try:

@@ -11,7 +11,7 @@ then laid out as ``read_image`` lays them out (colour key to alpha, palette expa
 
 Writing: :class:`PngBandWriter` filters the rows with the code :func:`poolcli.imageio.png.write_png`
 uses (:class:`poolcli.imageio.png.RowFilter`), and deflates them with ``zlib.compressobj`` as
-they come: libdeflate, which the in-memory writer uses, only compresses a whole buffer at once.
+they come, in a worker thread: libdeflate, which the in-memory writer uses, only compresses a whole buffer at once.
 The pixels are identical to ``write_image``'s file, the compressed bytes are not.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -37,6 +38,7 @@ _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _NAMES = {0: ("L",), 2: ("R", "G", "B"), 4: ("L", "A"), 6: ("R", "G", "B", "A")}
 _READ_BYTES = 1 << 20  # compressed bytes read from the file at a time
 _BLOCK_BYTES = 1 << 20  # raw scanline bytes unfiltered at a time
+_IN_FLIGHT = 2  # blocks of scanlines queued for the deflate thread
 _TEXT = (b"tEXt", b"zTXt", b"iTXt")
 _CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
 KEY_NOTE = "colour-key transparency converted to alpha"
@@ -324,9 +326,17 @@ def _key(trns: bytes) -> np.ndarray:
 
 
 class PngBandWriter(BandWriter):
-    """A plain PNG written as the rows come: IHDR, the provenance text, IDAT chunks, IEND."""
+    """A plain PNG written as the rows come: IHDR, the provenance text, IDAT chunks, IEND.
+
+    The rows are filtered in the caller's thread and deflated in one worker thread (zlib
+    releases the GIL), so compressing a band overlaps with computing the next one; at most
+    :data:`_IN_FLIGHT` blocks wait for it. One stream, in order: the bytes are those of a
+    single-threaded run.
+    """
 
     def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp, **kw):
+        from concurrent.futures import ThreadPoolExecutor
+
         count, dtype = len(names), np.dtype(kw["dtype"])
         if dtype not in (np.uint8, np.uint16):
             raise ValueError(f"PNG stores uint8 or uint16, not {dtype}")
@@ -336,6 +346,8 @@ class PngBandWriter(BandWriter):
         self._filter = RowFilter(kw["width"], count, dtype, filtered=level > 0)
         self._z = zlib.compressobj(level)
         self._pending = bytearray()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="poolcli-png-deflate")
+        self._queued: deque = deque()
         super().__init__(target, channels=count, **kw)
 
     def _start(self, fh: BinaryIO) -> None:
@@ -347,13 +359,28 @@ class PngBandWriter(BandWriter):
             part = rows[r0:r0 + step]
             scanlines = np.empty((len(part), 1 + self._filter.line), np.uint8)
             self._filter.filter_into(part, scanlines)
-            self._pending += self._z.compress(scanlines)
-            self._flush(fh, IDAT_BYTES)
+            self._wait(_IN_FLIGHT - 1)
+            self._queued.append(self._worker.submit(self._deflate, fh, scanlines))
+
+    def _deflate(self, fh: BinaryIO, scanlines: np.ndarray) -> None:
+        """In the worker thread: compress, and write the IDAT chunks that are full."""
+        self._pending += self._z.compress(scanlines)
+        self._flush(fh, IDAT_BYTES)
+
+    def _wait(self, most: int) -> None:
+        while len(self._queued) > most:
+            self._queued.popleft().result()  # the worker's exception, if any, is raised here
 
     def _finish(self, fh: BinaryIO) -> None:
+        self._wait(0)
+        self._worker.shutdown()
         self._pending += self._z.flush()
         self._flush(fh, 1)
         write_chunk(fh, b"IEND", b"")
+
+    def _discard(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._queued.clear()
 
     def _flush(self, fh: BinaryIO, least: int) -> None:
         """Write the compressed bytes in IDAT chunks of :data:`IDAT_BYTES` (the last shorter)."""
