@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from poolcli.app import cluster  # imports no dask by itself
 from poolcli.app.batchnorm import ImageMoments, MergedStats
 from poolcli.errors import ImageWriteError, UsageError
 from poolcli.imageio.files import atomic_write
@@ -20,9 +21,6 @@ from poolcli.ops import RunningStats
 # ----------------------------------------------------------------------------------------------
 # Addresses
 # ----------------------------------------------------------------------------------------------
-
-from poolcli.app import cluster  # noqa: E402  (imports no dask by itself)
-
 
 @pytest.mark.parametrize("given, address", [
     ("tcp://10.0.0.1:8786", "tcp://10.0.0.1:8786"),

@@ -27,7 +27,7 @@ from poolcli.imageio.files import signals_blocked
 
 __all__ = ["Outcome", "Tally", "Runner", "Interrupted", "guarded", "interrupt_signals",
            "default_workers", "committed", "track_commit", "skipped_outcome",
-           "sweep_temporaries"]
+           "sweep_temporaries", "reuse_freed_memory"]
 
 #: Exceptions a job may raise that are about its input, not a bug: one line, the batch goes on.
 INPUT_ERRORS = (PoolcliError, ValueError, TypeError, MemoryError, OverflowError, OSError)
@@ -215,7 +215,7 @@ class Runner:
         if any(getattr(j, "source", None) == "-" for j in jobs):
             workers = 1  # stdin can be read once, by this process
         if len(jobs) > 1:
-            _reuse_freed_memory()
+            reuse_freed_memory()
         self.reporter.started(len(jobs))
         with interrupt_signals():
             if workers == 1:
@@ -333,7 +333,7 @@ def _stop_workers(executor) -> None:
             process.terminate()
 
 
-def _reuse_freed_memory() -> None:
+def reuse_freed_memory() -> None:
     """Ask glibc's malloc to keep freed memory for the next image instead of unmapping it.
 
     Every image allocates a few MiB (file bytes, pixels, result, PNG buffers). By default glibc
