@@ -44,6 +44,8 @@ BAND_BYTES = 2 << 20
 ROWS_ENV = "POOLCLI_STREAM_ROWS"
 #: Threads per streamed image (default: every core, or 1 in a worker process).
 THREADS_ENV = "POOLCLI_THREADS"
+#: Files smaller than this are read whole without looking further (a header parse saved).
+_SMALL_FILE = 256 << 10
 _WRITERS = ("PNG", "TIFF", "NPY")  # the formats open_band_writer writes band by band
 # stats.channel_stats feeds its accumulators blocks of this many cells (rows of a plane);
 # the same blocks give the same floating-point sums.
@@ -90,8 +92,13 @@ def _open_large(path: str, max_pixels):
     """A band reader when ``path`` is worth streaming, else None (the bomb guard may raise)."""
     from poolcli.imageio.stream import open_band_reader
 
-    if path == "-":
+    if path == "-" or "://" in path:
         return None
+    try:
+        if not forced_rows() and os.path.getsize(path) < _SMALL_FILE:
+            return None  # not worth a second header parse
+    except OSError:
+        return None  # read_image says what is wrong
     kwargs = {"max_pixels": max_pixels}
     if max_pixels is None:
         from poolcli.imageio import DEFAULT_MAX_PIXELS
