@@ -18,6 +18,7 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from poolcli.errors import ImageWriteError
+from poolcli.imageio._quiet import captured
 from poolcli.imageio.files import (
     TEMP_SUFFIX,
     default_file_mode,
@@ -34,6 +35,8 @@ class BandReader:
 
     Attributes are those of :class:`poolcli.imageio.Image` for the same file: ``height``,
     ``width``, ``channels`` (names), ``dtype``, ``format``, ``mode``, ``notes`` and ``source``.
+    What the decoding libraries say is captured as in ``read_image``: at open it is in
+    ``notes``; a warning met later, while rows are decoded, is added to ``notes`` then.
     """
 
     def __init__(self, *, source: str, fmt: str, height: int, width: int,
@@ -74,7 +77,9 @@ class BandReader:
             raise ValueError(f"rows from {start} were already given up (kept from {self._first})")
         self._drop_before(start)
         while self._next < stop:
-            block = self._produce(start)
+            with captured() as chatter:
+                block = self._produce(start)
+            self.notes.extend(n for n in chatter.notes() if n not in self.notes)
             if not self._kept:
                 self._first = self._next
             self._kept.append(block)

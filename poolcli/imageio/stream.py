@@ -43,6 +43,7 @@ import numpy as np
 from poolcli.formats import FORMAT_ALIASES, SUFFIX_FORMAT
 from poolcli.imageio._common import is_stdio
 from poolcli.imageio._guard import check_file_size, preflight
+from poolcli.imageio._quiet import captured
 from poolcli.imageio._stream_base import BandReader, BandWriter
 
 __all__ = ["BandReader", "BandWriter", "open_band_reader", "open_band_writer"]
@@ -68,12 +69,15 @@ def open_band_reader(path: str | os.PathLike[str], *, max_pixels: int | None) ->
     except OSError:
         return None
     try:
-        reader = _open_regular(fh, source, max_pixels)
+        with captured() as chatter:  # the libraries' warnings become notes, as in read_image
+            reader = _open_regular(fh, source, max_pixels)
     except BaseException:
         fh.close()
         raise
     if reader is None:
         fh.close()
+    else:
+        reader.notes.extend(chatter.notes())
     return reader
 
 
