@@ -15,7 +15,7 @@ import pytest
 from poolcli.app import cluster  # imports no dask by itself
 from poolcli.app.batchnorm import ImageMoments, MergedStats
 from poolcli.errors import ImageWriteError, UsageError
-from poolcli.imageio.files import atomic_write
+from poolcli.imageio.files import atomic_write, retried_commits
 from poolcli.ops import RunningStats
 
 # ----------------------------------------------------------------------------------------------
@@ -51,7 +51,9 @@ def test_neither_address_nor_file_is_a_usage_error(tmp_path):
 
 
 def _write(path, data: bytes, committed: list):
-    atomic_write(path, lambda fh: fh.write(data), overwrite=False, on_commit=committed.append)
+    with retried_commits():  # as every task on a Dask worker
+        atomic_write(path, lambda fh: fh.write(data), overwrite=False,
+                     on_commit=committed.append)
 
 
 def test_the_same_bytes_already_there_count_as_committed(tmp_path):
@@ -60,6 +62,8 @@ def test_the_same_bytes_already_there_count_as_committed(tmp_path):
     _write(target, b"result", first)
     _write(target, b"result", retry)  # the retry of a task whose worker died after commit
     assert first == retry == [target]
+    with pytest.raises(ImageWriteError, match="exists"):  # outside a task: never retried
+        atomic_write(target, lambda fh: fh.write(b"result"), overwrite=False)
     assert open(target, "rb").read() == b"result"
     assert [f for f in os.listdir(tmp_path) if f.endswith(".part")] == []
 

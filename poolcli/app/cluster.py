@@ -19,8 +19,8 @@ outcomes reported in input order, ``fail_fast``, skipped jobs from the plan, exa
   commit a file after the count), the temporary files of this run's outputs are removed and
   :class:`~poolcli.errors.Interrupted` carries the exact count.
 - **Worker death loses nothing**: Dask reruns the tasks of a dead worker elsewhere; a rerun
-  finding its output already committed by the dead attempt counts it (the commit is idempotent,
-  see :func:`poolcli.imageio.files.atomic_write`); temporary files of killed attempts are swept
+  finding its output already committed by the dead attempt counts it (tasks commit idempotently,
+  see :func:`poolcli.imageio.files.retried_commits`); temporary files of killed attempts are swept
   at the end. A task whose workers keep dying (dask's ``allowed-failures``) is that input's error.
 """
 
@@ -40,7 +40,7 @@ from poolcli import __version__
 from poolcli.app.runner import Outcome, Runner, guarded, interrupt_signals, \
     reuse_freed_memory, skipped_outcome, sweep_temporaries
 from poolcli.errors import UsageError, one_line
-from poolcli.imageio.files import signals_blocked
+from poolcli.imageio.files import retried_commits, signals_blocked
 
 __all__ = ["ClusterRunner", "connected", "cluster_task", "CONNECT_TIMEOUT", "WORKER_TIMEOUT",
            "MISSING_EXTRA"]
@@ -196,7 +196,7 @@ def cluster_task(cwd: str, version: str, fn: Callable, job: Any, args: tuple,
     if not _TUNED:
         _TUNED.append(reuse_freed_memory())
     try:
-        with _DIRECTORY.entered(cwd):
+        with _DIRECTORY.entered(cwd), retried_commits():  # Dask may run a task twice
             return guarded(fn, job, args, verbose)
     except OSError as exc:
         return Outcome(index, source, "error", message=(

@@ -28,6 +28,7 @@ __all__ = [
     "default_file_mode",
     "make_parent_dirs",
     "os_problem",
+    "retried_commits",
     "temp_prefix",
 ]
 
@@ -156,8 +157,8 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
     overwrite : bool
         Replace an existing ``target``. Without it an existing target is an error, also when it
         appears while ``encode`` runs (the temporary file is hard-linked, never renamed over it),
-        unless it holds exactly the bytes about to be committed: that counts as committed (see
-        Notes).
+        unless, inside :func:`retried_commits`, it holds exactly the bytes about to be
+        committed: that counts as committed (see Notes).
     on_commit : callable, optional
         Called with ``target`` right after the rename, with SIGINT/SIGTERM held back from the
         rename to the end of the call: whoever counts outputs never misses a complete one.
@@ -171,16 +172,19 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
 
     Notes
     -----
-    The commit is idempotent: a target that exists with the very bytes this call produced is
-    the same output already committed, so ``on_commit`` is called and nothing is written. A
-    distributed run needs it: when a worker dies after committing an output but before its
-    result reached the scheduler, Dask runs the task again elsewhere, and that retry must
-    succeed rather than fail with "exists". Bytes that differ (another run, another version)
-    stay an error, and the existing file is never touched.
+    Inside :func:`retried_commits` the commit is idempotent: a target that exists with the very
+    bytes this call produced is the same output already committed, so ``on_commit`` is called
+    and nothing is written. A distributed run needs it: when a worker dies after committing an
+    output but before its result reached the scheduler, Dask runs the task again elsewhere, and
+    that retry must succeed rather than fail with "exists". Bytes that differ (another run,
+    another version) stay an error, and the existing file is never touched. Outside it (a
+    local run, which never retries) an existing target is an error before anything is encoded.
     """
     target = os.fsdecode(os.fspath(target))
     if os.path.isdir(target):
         raise ImageWriteError(f"{target}: is a directory")
+    if not overwrite and not _retrying() and os.path.lexists(target):
+        raise ImageWriteError(f"{target}: exists (use --force to replace)")
     directory = os.path.dirname(os.path.abspath(target))
     temp_path: str | None = None
     try:
@@ -239,10 +243,30 @@ def _link_no_clobber(temp_path: str, target: str) -> None:
     os.unlink(temp_path)
 
 
+_RETRIES = threading.local()
+
+
+@contextlib.contextmanager
+def retried_commits():
+    """In this thread, inside the block, :func:`atomic_write` counts an existing target with
+    the very bytes it was about to commit as committed: the block may be a retry of work whose
+    first attempt died after its commit (a task on a Dask worker that was killed)."""
+    previous = _retrying()
+    _RETRIES.on = True
+    try:
+        yield
+    finally:
+        _RETRIES.on = previous
+
+
+def _retrying() -> bool:
+    return getattr(_RETRIES, "on", False)
+
+
 def _same_or_exists(temp_path: str, target: str) -> None:
-    """Return when the regular file ``target`` holds exactly the bytes of ``temp_path``;
-    otherwise raise the "exists" error."""
-    if os.path.islink(target) or not _same_bytes(temp_path, target):
+    """Return when retrying and the regular file ``target`` holds exactly the bytes of
+    ``temp_path``; otherwise raise the "exists" error."""
+    if not _retrying() or os.path.islink(target) or not _same_bytes(temp_path, target):
         raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
 
 
