@@ -224,6 +224,12 @@ def test_batch_norm_fit_equals_a_local_fit_and_inference_is_byte_identical(image
                   out="running")
 
 
+def test_batch_norm_of_one_batch_runs_here_and_says_so(images):
+    rgb = ["astronaut.png", "coffee.png"]
+    result = same_as_local("norm", "--op", "batch", *rgb)
+    assert "--dask: batch norm of one batch needs every image at once" in result.stderr
+
+
 # ----------------------------------------------------------------------------------------------
 # Errors, --fail-fast, --skip-existing, --dry-run
 # ----------------------------------------------------------------------------------------------

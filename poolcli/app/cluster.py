@@ -336,7 +336,8 @@ class ClusterRunner(Runner):
                     with signals_blocked():  # counted and marked reported together
                         self._count(outcome)
                         batch.reported.add(outcome.index)
-                    if not self._report(outcome):
+                    if not self._report(outcome):  # --fail-fast: as -j, what runs finishes
+                        batch.drain()
                         return
             except KeyboardInterrupt:
                 self.reporter.warn("--dask: interrupted; waiting for the tasks already on the "
