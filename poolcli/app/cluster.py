@@ -13,8 +13,10 @@ outcomes reported in input order, ``fail_fast``, skipped jobs from the plan, exa
 - **The same working directory**: paths are the client's, relative ones included, so each task
   runs in the client's working directory (shared file system). Tasks of one run share it; a
   worker running tasks of runs from different directories runs them one directory at a time.
-- **A window of tasks**: at most a few tasks per worker thread are submitted ahead (scheduler
-  keys unique per run). On Ctrl-C or SIGTERM nothing more is submitted, the tasks already
+- **Tasks of a few images, a window ahead**: consecutive images go into one task (up to
+  :data:`CHUNK_JOBS` images and about :data:`CHUNK_BYTES` of input, yet at least
+  :data:`CHUNKS_PER_THREAD` tasks per worker thread), and only :data:`AHEAD` tasks beyond one
+  per worker thread are submitted ahead (scheduler keys unique per run). On Ctrl-C or SIGTERM nothing more is submitted, the tasks already
   submitted finish (a running task cannot be stopped from here, and one left running would
   commit a file after the count), the temporary files of this run's outputs are removed and
   :class:`~poolcli.errors.Interrupted` carries the exact count.
@@ -49,8 +51,14 @@ __all__ = ["ClusterRunner", "connected", "cluster_task", "CONNECT_TIMEOUT", "WOR
 CONNECT_TIMEOUT = 10
 #: Seconds to wait for a first worker on a scheduler that has none (an adaptive cluster).
 WORKER_TIMEOUT = 30
-#: Tasks submitted ahead per worker thread (and at least this many in all).
+#: Tasks submitted beyond one per worker thread, so no worker waits for the next.
 AHEAD = 2
+#: At most this many images in one task, and about this much input: a task costs a few
+#: milliseconds of scheduling, as much as a small image's work.
+CHUNK_JOBS = 8
+CHUNK_BYTES = 8 << 20
+#: ... but at least this many tasks per worker thread, so the work stays balanced.
+CHUNKS_PER_THREAD = 8
 MISSING_EXTRA = "--dask needs the dask extra: pip install 'poolcli[dask]'"
 
 
@@ -186,22 +194,24 @@ _DIRECTORY = _Directory()
 _TUNED = []  # this worker process has poolcli's malloc settings (see reuse_freed_memory)
 
 
-def cluster_task(cwd: str, version: str, fn: Callable, job: Any, args: tuple,
-                 verbose: bool) -> Outcome:
-    """One job on a worker: :func:`~poolcli.app.runner.guarded` in the client's directory."""
-    index, source = getattr(job, "index", 0), getattr(job, "source", str(job))
+def cluster_task(cwd: str, version: str, fn: Callable, jobs: list, args: tuple,
+                 verbose: bool) -> list[Outcome]:
+    """Jobs on a worker, one after the other: :func:`~poolcli.app.runner.guarded` in the
+    client's directory; one outcome per job."""
     if version != __version__:
-        return Outcome(index, source, "error", message=(
-            f"{source}: this worker has poolcli {__version__}, the client {version}"))
+        return [Outcome(job.index, job.source, "error", message=(
+            f"{job.source}: this worker has poolcli {__version__}, the client {version}"))
+            for job in jobs]
     if not _TUNED:
         _TUNED.append(reuse_freed_memory())
     try:
         with _DIRECTORY.entered(cwd), retried_commits():  # Dask may run a task twice
-            return guarded(fn, job, args, verbose)
+            return [guarded(fn, job, args, verbose) for job in jobs]
     except OSError as exc:
-        return Outcome(index, source, "error", message=(
-            f"{source}: the worker cannot enter the client's directory {cwd} "
+        return [Outcome(job.index, job.source, "error", message=(
+            f"{job.source}: the worker cannot enter the client's directory {cwd} "
             f"({exc.strerror or one_line(exc)}; the cluster needs a shared file system)"))
+            for job in jobs]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,8 +219,39 @@ def cluster_task(cwd: str, version: str, fn: Callable, job: Any, args: tuple,
 # ----------------------------------------------------------------------------------------------
 
 
+def _input_bytes(job) -> int:
+    """The size of a job's input file, to keep big images in tasks of their own (a URL or an
+    unreadable path counts as big: its task stays small)."""
+    try:
+        return os.path.getsize(job.source)
+    except (OSError, TypeError, ValueError):
+        return CHUNK_BYTES
+
+
+def _chunks(jobs: Sequence, limit: int) -> Iterator[list]:
+    """Runs of up to ``limit`` consecutive jobs (and :data:`CHUNK_BYTES` of input) to run as
+    one task; a job the plan skips is a run of its own, never submitted."""
+    chunk, weight = [], 0
+    for job in jobs:
+        if skipped_outcome(job):
+            if chunk:
+                yield chunk
+                chunk, weight = [], 0
+            yield [job]
+            continue
+        chunk.append(job)
+        weight += _input_bytes(job)
+        if len(chunk) >= limit or weight >= CHUNK_BYTES:
+            yield chunk
+            chunk, weight = [], 0
+    if chunk:
+        yield chunk
+
+
 class _Batch:
-    """The tasks of one batch: submitted a window ahead, outcomes taken in input order."""
+    """The tasks of one batch: consecutive images grouped into tasks (a task costs a few
+    milliseconds of scheduling, as much as a small image's work), a few tasks submitted ahead
+    of the workers, outcomes taken one by one in input order."""
 
     def __init__(self, client, jobs: Sequence, fn: Callable, args: tuple, verbose: bool):
         from distributed import as_completed
@@ -218,94 +259,99 @@ class _Batch:
         self.client, self.task = client, (os.getcwd(), __version__, fn)
         self.args, self.verbose = args, verbose
         self.run_id = uuid.uuid4().hex
-        self.todo = iter(jobs)
-        self.order: deque = deque()  # (job, future or None), submitted and not yet taken
-        self.reported: set[int] = set()  # indices counted by the caller (with signals blocked)
-        self.fetched: dict[int, Outcome] = {}  # results of finished tasks, not yet taken
-        self.done_ahead = as_completed(loop=client.loop)
         self.window, self.window_at = 0, 0.0
+        self._refresh_window()
+        limit = max(1, min(CHUNK_JOBS, len(jobs) // (CHUNKS_PER_THREAD * self.threads or 1)))
+        self.todo = _chunks(jobs, limit)
+        self.order: deque = deque()  # (job, future or None, position in the task), not taken
+        self.inflight: set = set()  # submitted tasks not finished
+        self.reported: set[int] = set()  # indices counted by the caller (with signals blocked)
+        self.fetched: dict[int, Outcome] = {}  # outcomes of finished tasks, not yet taken
+        self.done_ahead = as_completed(loop=client.loop)
 
     def _refresh_window(self) -> None:
         if time.monotonic() - self.window_at > 2:  # workers come and go
-            threads = sum(self.client.nthreads().values())
-            self.window, self.window_at = max(4, AHEAD * threads + 2), time.monotonic()
+            self.threads = sum(self.client.nthreads().values())
+            self.window, self.window_at = max(2, self.threads + AHEAD), time.monotonic()
 
     def _fill(self) -> None:
         self._refresh_window()
-        running = sum(1 for _, f in self.order if f is not None and not f.done())
-        with signals_blocked():  # a future is either submitted and in order, or not submitted
-            for job in self.todo:
-                if skipped_outcome(job):
-                    self.order.append((job, None))
+        self.inflight = {f for f in self.inflight if not f.done()}
+        with signals_blocked():  # a task is either submitted and in order, or not submitted
+            while len(self.inflight) < self.window:
+                chunk = next(self.todo, None)
+                if chunk is None:
+                    return
+                if skipped_outcome(chunk[0]):
+                    self.order.append((chunk[0], None, 0))
                     continue
-                future = self.client.submit(cluster_task, *self.task, job, self.args,
+                future = self.client.submit(cluster_task, *self.task, chunk, self.args,
                                             self.verbose, pure=False,
-                                            key=f"poolcli-{self.run_id}-{job.index}")
+                                            key=f"poolcli-{self.run_id}-{chunk[0].index}")
                 self.done_ahead.add(future)
-                self.order.append((job, future))
-                running += 1
-                if running >= self.window:
-                    break
+                self.inflight.add(future)
+                self.order.extend((job, future, i) for i, job in enumerate(chunk))
 
     def outcomes(self) -> Iterator[Outcome]:
         """Every job's outcome, in input order."""
         self._fill()
         while self.order:
-            job, future = self.order[0]
+            job, future, position = self.order[0]
             if future is not None and not future.done():
                 next(self.done_ahead, None)  # any task finished: the window has room
                 self._fill()
                 continue
             self._fetch_ready()
-            yield skipped_outcome(job) or self.fetched.pop(job.index, None) \
-                or _result(job, future)
+            yield self._outcome(job, future, position)
             self.order.popleft()  # after the caller took it: see reported
             self._fill()
 
+    def _outcome(self, job, future, position: int) -> Outcome:
+        return skipped_outcome(job) or self.fetched.pop(job.index, None) \
+            or _result(job, future, position)
+
     def _fetch_ready(self) -> None:
-        """The results of the finished tasks at the head of the order, in one request (one
-        request per task costs about a millisecond each)."""
-        ready = []
-        for job, future in self.order:
-            if future is None:
+        """The outcomes of the finished tasks at the head of the order, in one request."""
+        ready = {}
+        for job, future, _ in self.order:
+            if future is None or job.index in self.fetched:
                 continue
             if future.status != "finished":
                 break
-            if job.index not in self.fetched:
-                ready.append((job, future))
-        if len(ready) > 1:
+            ready[future.key] = future
+        if ready:
             with contextlib.suppress(Exception):  # then one at a time, each its own error
-                results = self.client.gather([f for _, f in ready])
-                self.fetched.update((job.index, r) for (job, _), r in zip(ready, results))
+                results = dict(zip(ready, self.client.gather(list(ready.values()))))
+                for job, future, position in self.order:
+                    if future is not None and future.key in results:
+                        self.fetched[job.index] = results[future.key][position]
 
     def drain(self) -> list[Outcome]:
         """Submit nothing more and wait for the tasks already submitted: their outcomes (not
         yet reported), so the count of outputs on disk is exact."""
         self.todo = iter(())
-        futures = [f for _, f in self.order if f is not None]
-        deadline = time.monotonic() + max(60, 10 * len(futures))
-        for future in futures:
+        deadline = time.monotonic() + max(60, 10 * len(self.order))
+        for future in list(self.inflight):
             with contextlib.suppress(Exception):  # its error is its outcome, below
                 future.result(timeout=max(0.1, deadline - time.monotonic()))
-        return [skipped_outcome(job) or self.fetched.get(job.index) or _result(job, f)
-                for job, f in self.order
+        return [self._outcome(job, f, i) for job, f, i in self.order
                 if job.index not in self.reported and (f is None or f.done())]
 
     def cancel(self) -> None:
         """Submit nothing more and cancel what was submitted (``--fail-fast``, the end)."""
         self.todo = iter(())
-        futures = [f for _, f in self.order if f is not None]
+        futures = list({f.key: f for _, f, _ in self.order if f is not None}.values())
         if futures:
             with contextlib.suppress(Exception):
                 self.client.cancel(futures)
         self.order.clear()
 
 
-def _result(job, future) -> Outcome:
-    """The outcome a task returned, or that input's one-line error when the task never
-    returned one (its workers died, it was cancelled, the worker could not load poolcli)."""
+def _result(job, future, position: int) -> Outcome:
+    """The outcome of ``job`` in its task, or that input's one-line error when the task never
+    returned (its workers died, it was cancelled, the worker could not load poolcli)."""
     try:
-        return future.result()
+        return future.result()[position]
     except Exception as exc:
         name = type(exc).__name__
         if name == "KilledWorker":

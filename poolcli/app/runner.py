@@ -318,11 +318,20 @@ def skipped_outcome(job) -> Outcome | None:
 def sweep_temporaries(jobs) -> None:
     """After the workers are gone: no temporary file of this run's outputs may remain, even
     from a worker stopped where its own cleanup could not run."""
-    from poolcli.imageio.files import remove_temporaries
+    from poolcli.imageio.files import TEMP_SUFFIX, remove_temporaries
 
+    by_directory: dict[str, list[str]] = {}
     for job in jobs:
         for path in (getattr(job, "output", None), *getattr(job, "side", ())):
             if path and path != "-":
+                by_directory.setdefault(os.path.dirname(os.path.abspath(path)), []).append(path)
+    for directory, paths in by_directory.items():
+        try:  # one listing per directory: usually there is nothing to remove
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        if any(n.startswith(".") and n.endswith(TEMP_SUFFIX) for n in names):
+            for path in paths:
                 remove_temporaries(path)
 
 
