@@ -118,3 +118,39 @@ def test_help_and_ops_import_neither_numpy_nor_codecs_nor_rich(argv):
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-1] == "loaded:"
+
+
+EXTRAS = ("fsspec", "s3fs", "gcsfs", "adlfs", "botocore", "aiobotocore", "dask", "distributed")
+
+
+@pytest.mark.parametrize("argv", [
+    ["pool", "--op", "max", "-k", "2", "{src}", "-o", "{out}/a.png", "--save-indices"],
+    ["pool", "--op", "avg", "-k", "2", "{src}", "{src2}", "-o", "{out}", "-j", "2", "--json"],
+    ["norm", "--op", "batch", "--fit", "--save-stats", "{out}/s.json", "{src}", "{src2}",
+     "-o", "{out}"],
+    ["chain", "-i", "{src}", "-o", "{out}", "pool", "--op", "max", "unpool"],
+    ["stats", "{src}", "--json"],
+    ["pool", "--help"],
+], ids=["pool", "pool-j2", "norm-fit", "chain", "stats", "help"])
+def test_local_runs_import_no_cluster_or_store_package(argv, tmp_path):
+    """The extras (Dask, fsspec and its protocols) cost hundreds of milliseconds to import: a run
+    on local paths, without --dask, imports none of them, workers included (-j 2 forks after
+    the parent's imports, so the parent's modules are the workers')."""
+    src, src2 = tmp_path / "in.png", tmp_path / "in2.png"
+    rng = np.random.default_rng(0)
+    for p in (src, src2):
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(p)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(src=src, src2=src2, out=out) for a in argv]
+    probe = ("import sys\nfrom poolcli.cli import main\n"
+             f"try:\n    main.main(args={args!r}, standalone_mode=False)\n"
+             "except SystemExit as e:\n    assert not e.code, e.code\n"
+             f"bad = [m for m in {EXTRAS!r} if m in sys.modules]\n"
+             "print('loaded:' + ','.join(bad), file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines()[-1] == "loaded:", p.stderr
+    if argv[0] != "stats" and "--help" not in argv:
+        assert any(out.iterdir())  # the run did its work
