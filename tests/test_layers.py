@@ -70,6 +70,11 @@ def test_click_and_rich_only_where_they_belong(name, path, tree):
         if room(name) == "ops":
             assert top in ("numpy", "poolcli") or top in sys.stdlib_module_names, \
                 f"{name} (pure numpy core) imports {target}"
+        # the optional extras each have one door, so the rest never pays for their import
+        if top in ("dask", "distributed"):
+            assert name == "poolcli.app.cluster", f"{name} imports {target}"
+        if top in ("fsspec", "s3fs", "gcsfs", "adlfs", "botocore", "aiobotocore"):
+            assert name == "poolcli.imageio.store", f"{name} imports {target}"
 
 
 @pytest.mark.parametrize("name,path,tree", ALL, ids=[n for n, _, _ in ALL])
