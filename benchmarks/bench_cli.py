@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_cli.py            # 1024² and 2048² PNGs, 5 runs each, 200-image batch
     python benchmarks/bench_cli.py --quick    # 1024² only, 3 runs, 40-image batch
+    python benchmarks/bench_cli.py --baseline f9a66cc~1   # also this tree against an older commit
 
 Peers are optional and skipped with a note when missing; install them on Debian/Ubuntu with
 ``apt-get install libvips-tools imagemagick``. Run it with the README's virtual environment
@@ -97,12 +98,53 @@ def row(name, ms, ref_name=None, ref_ms=None, target=None):
     print(f"{name:<58} {shown:>9}  {ratio:<26} {verdict}")
 
 
+def baseline_block(rev: str, python: str, runs: int, d: str) -> None:
+    """This source tree against commit ``rev`` (a git worktree), both run as
+    ``python -m poolcli`` from their own sources, interleaved: did a change slow local runs?
+    (Issue 16: URLs and --dask must cost local paths nothing.)"""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tree = os.path.join(d, "baseline")
+    subprocess.run(["git", "-C", here, "worktree", "add", "-q", "--detach", tree, rev],
+                   check=True)
+    try:
+        for root in (here, tree):
+            subprocess.run([python, "-m", "compileall", "-q", os.path.join(root, "poolcli")],
+                           capture_output=True)
+        src = os.path.join(d, "base2048.png")
+        make_image(src, 2048)
+        many = os.path.join(d, "base_many")
+        os.mkdir(many)
+        make_image(os.path.join(many, "b000.png"), 512)
+        for i in range(1, 40):
+            shutil.copy(os.path.join(many, "b000.png"), os.path.join(many, f"b{i:03d}.png"))
+        jobs = {"--help": ["--help"],
+                "pool --op max -k 2 -q, 2048² PNG": ["pool", "--op", "max", "-k", "2", src,
+                                                     "-o", "{out}.png", "-q", "--force"],
+                "pool --op avg -k 2 (tables), 2048² PNG": ["pool", "--op", "avg", "-k", "2",
+                                                           src, "-o", "{out}.png", "--force"],
+                "pool -j 2 -q, 40 PNGs of 512²": ["pool", "--op", "max", "-k", "2", many, "-o",
+                                                  "{out}", "-q", "--force", "-j", "2"]}
+        print(f"-- this tree against {rev} (python -m poolcli from each source, interleaved)")
+        for label, args in jobs.items():
+            cmds = {name: ["env", f"PYTHONPATH={root}", python, "-m", "poolcli",
+                           *[a.replace("{out}", os.path.join(d, f"base_{name}")) for a in args]]
+                    for name, root in (("now", here), ("then", tree))}
+            t = timeit(cmds, runs, d)
+            row(f"{label}: {rev}", t["then"])
+            row(f"{label}: this tree", t["now"], rev, t["then"])
+    finally:
+        subprocess.run(["git", "-C", here, "worktree", "remove", "--force", tree],
+                       capture_output=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None, help="images in the batch test")
     ap.add_argument("--batch-runs", type=int, default=None, help="runs of each batch command")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="only compare this source tree with git commit REV (interleaved)")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 5)
     sizes = [1024] if args.quick else [1024, 2048]
@@ -124,6 +166,10 @@ def main(argv=None) -> int:
         print("note: ImageMagick not found (apt-get install imagemagick): its rows skipped")
     print(f"poolcli: {' '.join(pc)} on {python}; package {where or '?'} (bytecode compiled)")
     print(f"{'command':<58} {'ms':>9}  {'ratio':<26} target")
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as d:
+            baseline_block(args.baseline, python, runs, d)
+        return 0
     with tempfile.TemporaryDirectory() as d:
         t = timeit({"pass": [python, "-c", "pass"], "click": [python, "-c", "import click"],
                     "--help": pc + ["--help"], "ops": pc + ["ops"],
