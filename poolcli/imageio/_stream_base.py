@@ -10,7 +10,6 @@ abort are done here once.
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from typing import BinaryIO, Callable
@@ -22,6 +21,7 @@ from poolcli.imageio._quiet import captured
 from poolcli.imageio.files import (
     TEMP_SUFFIX,
     default_file_mode,
+    link_no_clobber,
     os_problem,
     signals_blocked,
     temp_prefix,
@@ -256,7 +256,7 @@ class BandWriter:
                 if self._overwrite:
                     os.replace(temp, target)
                 else:
-                    _link_no_clobber(temp, target)
+                    link_no_clobber(temp, target)  # removes the temporary file
                 self._temp, self._fh = None, None
                 if self._on_commit is not None:
                     self._on_commit(target)
@@ -270,22 +270,3 @@ class BandWriter:
         except OSError as exc:
             raise ImageWriteError(f"{target}: {os_problem(exc, 'cannot write')}") from None
 
-
-def _link_no_clobber(temp_path: str, target: str) -> None:
-    """Move ``temp_path`` to ``target`` without replacing a file that appeared meanwhile.
-
-    The same rule as ``files.atomic_write`` (whose helper is private to ``files.py``): a hard
-    link fails on an existing target; where the file system has no hard links, check then rename.
-    """
-    try:
-        os.link(temp_path, target)
-    except FileExistsError:
-        raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        if os.path.lexists(target):
-            raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
-        os.replace(temp_path, target)
-        return
-    os.unlink(temp_path)

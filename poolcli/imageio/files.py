@@ -26,6 +26,7 @@ __all__ = [
     "TEMP_SUFFIX",
     "atomic_write",
     "default_file_mode",
+    "link_no_clobber",
     "make_parent_dirs",
     "os_problem",
     "retried_commits",
@@ -202,7 +203,7 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
             if overwrite:
                 os.replace(temp_path, target)
             else:
-                _link_no_clobber(temp_path, target)  # removes the temporary file
+                link_no_clobber(temp_path, target)  # removes the temporary file
             temp_path = None
             if on_commit is not None:
                 on_commit(target)
@@ -224,7 +225,7 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
                 pass
 
 
-def _link_no_clobber(temp_path: str, target: str) -> None:
+def link_no_clobber(temp_path: str, target: str) -> None:
     """Move ``temp_path`` to ``target`` without replacing a file that exists or appeared
     meanwhile; an existing target with the same bytes is this output, already committed."""
     try:
