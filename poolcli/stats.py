@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["ChannelStats", "channel_names", "channel_stats"]
+__all__ = ["BLOCK_CELLS", "ChannelAccumulator", "ChannelStats", "channel_names", "channel_stats"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,14 @@ def channel_names(n_channels: int, names=None) -> tuple[str, ...]:
 #: Cells of one channel handled at a time: float64 temporaries stay at a few MiB however large
 #: the image (a whole-plane ``std`` would allocate a float64 copy of the plane: 512 MiB for
 #: one channel of an 8192 x 8192 image).
-_BLOCK_CELLS = 1 << 18
+BLOCK_CELLS = 1 << 18
 
 
-class _Accumulator:
+class ChannelAccumulator:
     """Statistics of one channel, merged block by block (Chan et al.'s parallel update).
+
+    Feed it the same blocks in the same order and the numbers are the same to the bit: the
+    streaming job (:mod:`poolcli.app.stream`) feeds it the row blocks :func:`channel_stats` does.
 
     Each block's sum of squared deviations is computed two-pass around the block's own mean
     (in float64), and blocks are merged with ``M2 = M2_a + M2_b + delta**2 * n_a * n_b / n``:
@@ -126,10 +129,10 @@ def channel_stats(x: np.ndarray, names=None) -> list[ChannelStats]:
         x = x[:, :, None]
     c = x.shape[-1]
     names = channel_names(c, names)
-    accs = [_Accumulator() for _ in range(c)]
+    accs = [ChannelAccumulator() for _ in range(c)]
     if x.ndim >= 3 and x.size:
         width = int(np.prod(x.shape[-2:-1]))
-        rows = max(1, _BLOCK_CELLS // max(1, width))
+        rows = max(1, BLOCK_CELLS // max(1, width))
         with np.errstate(invalid="ignore", over="ignore"):
             for image in _images(x):
                 for r0 in range(0, image.shape[0], rows):

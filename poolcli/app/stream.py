@@ -47,9 +47,6 @@ THREADS_ENV = "POOLCLI_THREADS"
 #: Files smaller than this are read whole without looking further (a header parse saved).
 _SMALL_FILE = 256 << 10
 _WRITERS = ("PNG", "TIFF", "NPY")  # the formats open_band_writer writes band by band
-# stats.channel_stats feeds its accumulators blocks of this many cells (rows of a plane);
-# the same blocks give the same floating-point sums.
-_STATS_BLOCK_CELLS = 1 << 18
 
 
 def forced_rows() -> int | None:
@@ -272,9 +269,12 @@ class _RowStats:
     fed to the same accumulator in the same order, so the numbers are identical."""
 
     def __init__(self, width: int, channels):
-        self.rows = max(1, _STATS_BLOCK_CELLS // max(1, width))
+        from poolcli.stats import BLOCK_CELLS, ChannelAccumulator
+
+        # channel_stats's row blocks: the same blocks give the same floating-point sums
+        self.rows = max(1, BLOCK_CELLS // max(1, width))
         self.names = tuple(channels)
-        self.accs = [_ChannelAccumulator() for _ in self.names]
+        self.accs = [ChannelAccumulator() for _ in self.names]
         self.pending: list[np.ndarray] = []
         self.count = 0
 
@@ -305,56 +305,3 @@ class _RowStats:
         return [ChannelStats(names[i], *acc.result()).as_dict() for i, acc in
                 enumerate(self.accs)]
 
-
-class _ChannelAccumulator:
-    """A copy of ``poolcli.stats``'s private block accumulator (Chan et al.'s merge), which
-    stats.py does not export; keep the two identical (tests/test_app_stream.py compares the
-    records of both paths)."""
-
-    def __init__(self):
-        self.size = self.count = self.zeros = self.nan = 0
-        self.lo = self.hi = None
-        self.total = self.mean = self.m2 = 0.0
-
-    def add(self, plane: np.ndarray) -> None:
-        self.size += plane.size
-        self.zeros += int(np.count_nonzero(plane == 0))
-        if plane.dtype.kind == "f":
-            nan = np.isnan(plane)
-            count = int(np.count_nonzero(nan))
-            if count:
-                self.nan += count
-                plane = plane[~nan]
-        n_b = plane.size
-        if n_b == 0:
-            return
-        lo, hi = plane.min(), plane.max()
-        self.lo = lo if self.lo is None else min(self.lo, lo)
-        self.hi = hi if self.hi is None else max(self.hi, hi)
-        s_b = float(np.add.reduce(plane, dtype=np.float64))
-        mean_b = s_b / n_b
-        d = np.subtract(plane, mean_b, dtype=np.float64)
-        m2_b = float(np.einsum("i,i->", d, d))
-        n_a, n = self.count, self.count + n_b
-        if n_a == 0:
-            self.mean, self.m2 = mean_b, m2_b
-        else:
-            delta = mean_b - self.mean
-            self.mean += delta * (n_b / n)
-            self.m2 += m2_b + delta * delta * (n_a * n_b / n)
-        self.total += s_b
-        self.count = n
-
-    def result(self) -> tuple:
-        nan = float("nan")
-        if self.size == 0:
-            return (nan,) * 5 + (0,)
-        zeros = self.zeros / self.size
-        if self.count == 0:
-            return (nan,) * 4 + (zeros, self.nan)
-        mean = self.total / self.count
-        if not np.isfinite(mean):
-            std = nan
-        else:
-            std = float(np.sqrt(self.m2 / self.count)) if self.m2 >= 0 else nan
-        return float(self.lo), float(self.hi), mean, std, float(zeros), self.nan
