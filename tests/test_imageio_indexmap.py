@@ -111,6 +111,62 @@ def test_save_reports_the_commit(tmp_path):
     assert seen == [str(tmp_path / "a.indices.npz")]
 
 
+def test_the_same_map_gives_the_same_bytes_whenever_it_is_written(tmp_path, monkeypatch):
+    """A Dask task retried after its first attempt committed the map must write the very same
+    bytes (else "exists"): no clock, layout or byte order may show in the file."""
+    idx, meta = pooled()
+    indexmap.save(tmp_path / "a.indices.npz", idx, meta)
+    later = time.time() + 400 * 86400 + 3.0  # another day, another second
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(time, "time_ns", lambda: int(later * 1e9))
+    indexmap.save(tmp_path / "b.indices.npz", np.asfortranarray(idx), dict(meta))
+    indexmap.save(tmp_path / "c.indices.npz", idx.astype(">i8"), meta)
+    first = (tmp_path / "a.indices.npz").read_bytes()
+    assert (tmp_path / "b.indices.npz").read_bytes() == first
+    assert (tmp_path / "c.indices.npz").read_bytes() == first
+    with zipfile.ZipFile(tmp_path / "a.indices.npz") as zf:
+        assert [(i.filename, i.date_time, i.compress_type) for i in zf.infolist()] == [
+            ("indices.npy", (1980, 1, 1, 0, 0, 0), zipfile.ZIP_STORED),
+            ("meta.npy", (1980, 1, 1, 0, 0, 0), zipfile.ZIP_STORED)]
+    other = dict(meta, source="other.png")  # a different map is different bytes
+    indexmap.save(tmp_path / "d.indices.npz", idx, other)
+    assert (tmp_path / "d.indices.npz").read_bytes() != first
+
+
+def test_a_retried_write_of_the_same_map_is_committed_and_a_first_write_refuses(tmp_path):
+    from poolcli.errors import ImageWriteError
+    from poolcli.imageio.files import retried_commits
+
+    idx, meta = pooled()
+    path = tmp_path / "a.indices.npz"
+    indexmap.save(path, idx, meta)
+    before = path.read_bytes()
+    with pytest.raises(ImageWriteError, match=r"a\.indices\.npz: exists \(use --force"):
+        indexmap.save(path, idx, meta)  # outside a retry: never accepted
+    seen = []
+    time.sleep(2.1)  # zip dates count in 2 s steps: a time-stamped writer would differ now
+    with retried_commits():
+        indexmap.save(path, idx, meta, on_commit=seen.append)  # the rerun: committed
+        assert seen == [str(path)]
+        other = idx.copy()
+        other[0, 0, 0] ^= 1
+        with pytest.raises(ImageWriteError, match="exists"):
+            indexmap.save(path, other, meta)  # a different map is never "the same output"
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["a.indices.npz"]  # no temporary file left
+
+
+def test_maps_written_by_np_savez_with_real_dates_still_load(tmp_path):
+    idx, meta = pooled()
+    path = tmp_path / "old.indices.npz"
+    with zipfile.ZipFile(path, "w") as zf:  # as older writers did: dated entries
+        for name, data in (("indices.npy", npy(idx)), ("meta.npy", meta_npy(meta))):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2023, 5, 17, 12, 34, 56)), data)
+    np.testing.assert_array_equal(indexmap.load(path).indices, idx)
+    np.savez(tmp_path / "savez.indices.npz", indices=idx, meta=np.array(json.dumps(meta)))
+    assert indexmap.load(tmp_path / "savez.indices.npz").meta == json.loads(json.dumps(meta))
+
+
 def test_round_trip_of_an_adaptive_map_and_2d_indices(tmp_path):
     idx = RNG.integers(0, 80, (3, 4)).astype(np.int64)
     meta = indexmap.build_meta(operator="adaptive-max", params={"output_size": (3, 4)},

@@ -1,6 +1,7 @@
 """Max-location map files: the int64 indices of a selecting pooling plus what produced them.
 
-A map is an uncompressed ``.npz`` (readable with plain ``numpy.load``, no pickles):
+A map is an uncompressed ``.npz`` (readable with plain ``numpy.load``, no pickles; the same map
+gives the same bytes, whenever and wherever it is written):
 
 ``indices``
     int64 array ``(H_out, W_out, C)``: for each pooled cell, the flat position ``h * W + w`` of the
@@ -70,6 +71,8 @@ MAX_META_DEPTH = 8
 MAX_GEOMETRY = 1 << 20
 
 _MEMBERS = {"indices.npy": "indices", "meta.npy": "meta"}
+#: The date of every zip entry written (zip's earliest): no run or clock shows in a map's bytes.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _CHUNK = 16 << 20  # bytes read from a zip member at a time
 _EOCD_SEARCH = 22 + 65535  # the end-of-directory record and the longest zip comment
 _MAX_DIRECTORY_ENTRIES = 16
@@ -182,7 +185,7 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False,
         idx = idx[:, :, None]
 
     def encode(fh):
-        np.savez(fh, indices=idx, meta=np.array(json.dumps(meta)))
+        _encode(fh, idx, meta)
 
     target = os.fspath(path)
     if is_url(target):  # encoded in memory, stored in one request: never a partial object
@@ -192,6 +195,28 @@ def save(path: str, indices: np.ndarray, meta: dict, *, overwrite: bool = False,
         return
     make_parent_dirs(target)
     atomic_write(target, encode, overwrite, on_commit)
+
+
+def _encode(fh: BinaryIO, indices: np.ndarray, meta: dict) -> None:
+    """The ``.npz`` of a map, the same bytes for the same map on every run and machine.
+
+    ``np.savez`` leaves the archive to ``zipfile``, whose entries may carry the time of writing
+    and the system's conventions; a retried Dask task must produce exactly the bytes its killed
+    first attempt committed (see :func:`~poolcli.imageio.files.retried_commits`). So every
+    choice is pinned here: stored entries dated :data:`_ZIP_DATE` with Unix attributes, C-order
+    little-endian arrays, ``.npy`` format 1.0 headers, no pickles. The result is what
+    ``np.savez`` wrote for such maps on Linux (any numpy reads it); :func:`load` still reads
+    maps written with real dates, byte orders or layouts.
+    """
+    text = json.dumps(meta)
+    members = (("indices.npy", np.ascontiguousarray(indices, dtype="<i8")),
+               ("meta.npy", np.array(text, dtype=f"<U{max(1, len(text))}")))
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+        for name, array in members:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.create_system, info.external_attr = 3, 0  # Unix, no mode bits (as numpy)
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, version=(1, 0), allow_pickle=False)
 
 
 # ---- loading --------------------------------------------------------------------------------
