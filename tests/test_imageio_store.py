@@ -22,6 +22,7 @@ from poolcli import imageio
 from poolcli.app.plan import make_plan
 from poolcli.errors import ImageReadError, ImageWriteError, IndexMapError, StatsFileError
 from poolcli.imageio import indexmap, statsfile, store
+from poolcli.imageio.files import retried_commits
 from poolcli.imageio.provenance import read_provenance
 
 fsspec = pytest.importorskip("fsspec", reason="fsspec is not installed (pip install 'poolcli[s3]')")
@@ -66,7 +67,10 @@ def test_write_never_replaces_without_overwrite(mem):
     with pytest.raises(ImageWriteError, match=r"x\.bin: exists \(use --force to replace\)"):
         store.write_bytes(f"{mem}/x.bin", b"two", overwrite=False)
     assert store.read_bytes(f"{mem}/x.bin") == b"one"
-    store.write_bytes(f"{mem}/x.bin", b"one", overwrite=False)  # the same bytes: committed
+    with pytest.raises(ImageWriteError, match="exists"):  # the same bytes, but no retry
+        store.write_bytes(f"{mem}/x.bin", b"one", overwrite=False)
+    with retried_commits():  # a retried task finds its own output: committed
+        store.write_bytes(f"{mem}/x.bin", b"one", overwrite=False)
     committed = []
     store.write_bytes(f"{mem}/x.bin", b"three", overwrite=True, on_commit=committed.append)
     assert store.read_bytes(f"{mem}/x.bin") == b"three" and committed == [f"{mem}/x.bin"]
@@ -282,9 +286,53 @@ def test_s3_put_is_conditional_at_the_store(s3_env, monkeypatch):
     with pytest.raises(ImageWriteError, match=r"x\.png: exists \(use --force to replace\)"):
         store.write_bytes(url, b"ours", overwrite=False)
     assert s3_env.cat(url) == b"theirs"
-    store.write_bytes(url, b"theirs", overwrite=False)  # the same bytes: already committed
     store.write_bytes(url, b"ours", overwrite=True)
     assert s3_env.cat(url) == b"ours"
+
+
+def _put_counter(monkeypatch):
+    """The keys of the PUT requests s3fs sends from now on (a pass-through spy where s3fs calls
+    the S3 API; the requests still go to the real server)."""
+    import s3fs
+
+    puts = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counting(self, method, *args, **kwargs):
+        if method == "put_object":
+            puts.append(kwargs.get("Key"))
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
+    return puts
+
+
+@pytest.mark.parametrize("protocol", ["conditional put", "check then put"])
+def test_s3_a_retried_write_of_the_same_bytes_is_committed_other_bytes_are_not(
+        s3_env, monkeypatch, protocol):
+    """Inside retried_commits() (every Dask task) an existing object with our very bytes is
+    our output, committed by a first attempt whose worker died; anything else is "exists".
+    Both protocols: S3's If-None-Match put, and the check a store without one gets."""
+    if protocol == "check then put":
+        monkeypatch.setattr(store, "CONDITIONAL", store.CONDITIONAL - {"s3"})
+    url = f"{s3_env.prefix()}/x.indices.npz"
+    store.write_bytes(url, b"first attempt", overwrite=False)  # the attempt that died
+    puts = _put_counter(monkeypatch)
+    with pytest.raises(ImageWriteError, match=r"x\.indices\.npz: exists \(use --force"):
+        store.write_bytes(url, b"first attempt", overwrite=False)  # no retry: a local run
+    committed = []
+    with retried_commits():
+        store.write_bytes(url, b"first attempt", overwrite=False, on_commit=committed.append)
+        assert committed == [url]
+        for other in (b"first attempT", b"another run's output"):  # same size, or not
+            with pytest.raises(ImageWriteError, match=r"exists \(use --force to replace\)$"):
+                store.write_bytes(url, other, overwrite=False, on_commit=committed.append)
+    assert committed == [url]
+    assert s3_env.cat(url) == b"first attempt"
+    if protocol == "check then put":
+        assert puts == []  # found by the check: never sent
+    else:
+        assert len(puts) == 4  # every try asked the store, which refused each
 
 
 def test_s3_unreachable_endpoint_is_one_line_in_bounded_time(s3_env, monkeypatch):

@@ -30,6 +30,7 @@ __all__ = [
     "make_parent_dirs",
     "os_problem",
     "retried_commits",
+    "retrying",
     "temp_prefix",
 ]
 
@@ -184,7 +185,7 @@ def atomic_write(target: str | os.PathLike[str], encode: Callable[[BinaryIO], No
     target = os.fsdecode(os.fspath(target))
     if os.path.isdir(target):
         raise ImageWriteError(f"{target}: is a directory")
-    if not overwrite and not _retrying() and os.path.lexists(target):
+    if not overwrite and not retrying() and os.path.lexists(target):
         raise ImageWriteError(f"{target}: exists (use --force to replace)")
     directory = os.path.dirname(os.path.abspath(target))
     temp_path: str | None = None
@@ -252,7 +253,7 @@ def retried_commits():
     """In this thread, inside the block, :func:`atomic_write` counts an existing target with
     the very bytes it was about to commit as committed: the block may be a retry of work whose
     first attempt died after its commit (a task on a Dask worker that was killed)."""
-    previous = _retrying()
+    previous = retrying()
     _RETRIES.on = True
     try:
         yield
@@ -260,14 +261,15 @@ def retried_commits():
         _RETRIES.on = previous
 
 
-def _retrying() -> bool:
+def retrying() -> bool:
+    """Whether this thread is inside :func:`retried_commits` (an object store's writer asks)."""
     return getattr(_RETRIES, "on", False)
 
 
 def _same_or_exists(temp_path: str, target: str) -> None:
     """Return when retrying and the regular file ``target`` holds exactly the bytes of
     ``temp_path``; otherwise raise the "exists" error."""
-    if not _retrying() or os.path.islink(target) or not _same_bytes(temp_path, target):
+    if not retrying() or os.path.islink(target) or not _same_bytes(temp_path, target):
         raise ImageWriteError(f"{target}: exists (use --force to replace)") from None
 
 

@@ -13,13 +13,15 @@ What holds on a store
 * **No partial objects**: a result is encoded in memory first and sent in one PUT (one request
   up to 5 GiB on S3), which the store applies whole or not at all. Nothing is streamed.
 * **No replacing without --force**: a conditional put where the store has one, checked by the
-  store itself at the moment of the write (an existing object with exactly the bytes being
-  written is this output already committed, by an earlier try of a retried task, as for local
-  files): S3 (``If-None-Match: *``, s3fs ``mode="create"``),
+  store itself at the moment of the write: S3 (``If-None-Match: *``, s3fs ``mode="create"``),
   GCS (``ifGenerationMatch=0``, gcsfs ``mode="create"``), ``memory://`` (exclusive create in
   this process) and ``file://`` (poolcli's local atomic write: a hard link never replaces).
   Other protocols (Azure through adlfs, HTTP, SFTP, ...) get a check then a put: a writer that
   creates the object between the two is replaced. With ``--force`` it is a plain put.
+* **A retried task is idempotent**: inside :func:`~poolcli.imageio.files.retried_commits`
+  (every Dask task), an existing object holding exactly the bytes being written is this output,
+  committed by an earlier try whose worker died: it counts as committed and is not written
+  again. Different bytes, or the same bytes outside a retry (a local run), are "exists".
 * **Errors are one line** naming the URL (no such bucket or object, access denied, missing
   credentials, endpoint unreachable), in bounded time: S3 requests time out after 5 s to
   connect and 30 s to read, and are tried twice.
@@ -32,6 +34,7 @@ instance role; for GCS ``GOOGLE_APPLICATION_CREDENTIALS`` or gcloud's login.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Callable
 
@@ -334,27 +337,48 @@ def write_bytes(url: str, data: bytes, *, overwrite: bool,
     from poolcli.imageio.files import signals_blocked
 
     try:
-        if not overwrite and (proto not in CONDITIONAL or len(data) >= _S3_PUT_LIMIT):
-            if fs.exists(path) and not _holds(fs, path, data):  # no conditional put: check
-                raise FileExistsError(url)
         options = {"chunksize": _S3_PUT_LIMIT // 2} if proto in ("s3", "s3a") else {}
         if not overwrite and proto in CONDITIONAL:
             options["mode"] = "create"
+        if not overwrite and (proto not in CONDITIONAL or len(data) >= _S3_PUT_LIMIT):
+            _invalidate(fs, path)  # no conditional put: check, never from a stale listing
+            if fs.exists(path):
+                _committed_before(fs, path, data, url)  # or FileExistsError
+                with signals_blocked():
+                    if on_commit is not None:
+                        on_commit(url)
+                return
         with signals_blocked():
             try:
                 fs.pipe_file(path, bytes(data), **options)
             except FileExistsError:
-                if not _holds(fs, path, data):
-                    raise
+                _committed_before(fs, path, data, url)
             if on_commit is not None:
                 on_commit(url)
     except Exception as exc:
         raise _failed(url, exc, ImageWriteError) from None
 
 
+def _committed_before(fs, path: str, data: bytes, url: str) -> None:
+    """Return when the existing object at ``path`` is this very output, committed by an
+    earlier try of a retried task: inside :func:`~poolcli.imageio.files.retried_commits`
+    (every Dask task) and holding exactly ``data``, as for local files. Otherwise it is
+    another output: raise FileExistsError ("exists (use --force to replace)")."""
+    from poolcli.imageio.files import retrying
+
+    if not retrying() or not _holds(fs, path, data):
+        raise FileExistsError(url)
+
+
+def _invalidate(fs, path: str) -> None:
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
+
+
 def _holds(fs, path: str, data: bytes) -> bool:
-    """Whether the object holds exactly ``data``: then it is this very output, committed by an
-    earlier try of the same task (a retried Dask task), as for local files."""
+    """Whether the object holds exactly ``data`` (its size asked first: a different object
+    is not downloaded unless it has the same size)."""
+    _invalidate(fs, path)
     try:
         return int(fs.info(path).get("size", -1)) == len(data) and fs.cat_file(path) == data
     except Exception:
