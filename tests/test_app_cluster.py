@@ -85,6 +85,28 @@ def test_a_symlink_with_the_same_bytes_is_still_an_error(tmp_path):
         _write(str(tmp_path / "out.png"), b"result", [])
 
 
+def test_the_sweep_finds_temporaries_of_file_urls_and_skips_store_urls(tmp_path):
+    """A killed attempt's temporary file is swept for an output given as a file:// URL (a
+    local atomic write) as for a plain path; an s3:// output has none (one PUT) and the
+    sweep asks no store about it."""
+    from types import SimpleNamespace
+
+    from poolcli.app.runner import sweep_temporaries
+    from poolcli.imageio.files import temp_prefix
+
+    left = [tmp_path / f"{temp_prefix(str(tmp_path), name)}abcd1234.part"
+            for name in ("a.png", "a.indices.npz", "b.png")]
+    for path in left:
+        path.write_bytes(b"half")
+    (tmp_path / "other.png.abcd1234.part").write_bytes(b"not ours")
+    jobs = [SimpleNamespace(output=f"file://{tmp_path}/a.png",
+                            side=(f"file://{tmp_path}/a.indices.npz",)),
+            SimpleNamespace(output=str(tmp_path / "b.png"), side=()),
+            SimpleNamespace(output="s3://no-such-bucket/c.png", side=("s3://x/c.npz",))]
+    sweep_temporaries(jobs)
+    assert sorted(os.listdir(tmp_path)) == ["other.png.abcd1234.part"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Batch-norm statistics from per-image partials
 # ----------------------------------------------------------------------------------------------

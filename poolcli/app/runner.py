@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 from poolcli.errors import Interrupted, PoolcliError, one_line
 from poolcli.imageio.files import signals_blocked
+from poolcli.imageio.store import is_url, local_path
+from poolcli.imageio.store import remove as remove_url
 
 __all__ = ["Outcome", "Tally", "Runner", "Interrupted", "guarded", "interrupt_signals",
            "default_workers", "committed", "track_commit", "skipped_outcome",
@@ -186,7 +188,12 @@ def error_message(exc: BaseException, source: str | None, verbose: bool = False)
 
 
 def _remove(paths: Sequence[str]) -> None:
+    """Delete files a failed or interrupted job committed: local files here, URLs (an object
+    on S3, ...) through the store, which knows them."""
     for path in paths:
+        if is_url(path):
+            remove_url(path)  # never raises: a file left behind is not the job's error
+            continue
         with contextlib.suppress(OSError):
             os.unlink(path)
 
@@ -323,6 +330,8 @@ def sweep_temporaries(jobs) -> None:
     by_directory: dict[str, list[str]] = {}
     for job in jobs:
         for path in (getattr(job, "output", None), *getattr(job, "side", ())):
+            if path and is_url(path):  # a store gets one PUT: no temporary object to sweep
+                path = local_path(path)  # but a file:// URL is a local atomic write
             if path and path != "-":
                 by_directory.setdefault(os.path.dirname(os.path.abspath(path)), []).append(path)
     for directory, paths in by_directory.items():
