@@ -135,6 +135,58 @@ def test_png_streamed_equals_memory(tmp_path, opts, streamed):
     assert rm == rs
 
 
+@pytest.mark.parametrize("opts", ["--op avg -k 2", "--op max -k 3 -s 2 -p 1"])
+def test_png_threads_give_the_same_bytes(tmp_path, monkeypatch, opts, streamed):
+    """Decoded ahead, pooled on the pool, deflated in a thread (2 and 3 threads) or all in one
+    thread: the same file, the in-memory pixels, the same record (statistics included)."""
+    from PIL import Image
+
+    from poolcli.imageio import _stream_png
+
+    monkeypatch.setattr(_stream_png, "_BLOCK_BYTES", 2000)  # many inflate blocks
+    rng = np.random.default_rng(5)
+    src = tmp_path / "in.png"
+    Image.fromarray(rng.integers(0, 256, (97, 53, 3), dtype=np.uint8)).save(src)
+    files, recs = [], []
+    for threads in ("1", "2", "3"):
+        mem, st, (rm, rs) = pool_both(tmp_path, src, opts, ".png", rows="4", threads=threads)
+        assert rm == rs, threads
+        assert np.array_equal(np.asarray(Image.open(mem)), np.asarray(Image.open(st)))
+        files.append(st.read_bytes())
+        recs.append(rs)
+    assert streamed == [True] * 3
+    assert files[0] == files[1] == files[2]
+    assert recs[0] == recs[1] == recs[2]
+
+
+def test_one_thread_starts_no_thread(tmp_path, monkeypatch, streamed):
+    """POOLCLI_THREADS=1 (what a -j N worker gets): decode, pool and deflate in the calling
+    thread, none started, so N workers use N cores and no more."""
+    import threading
+
+    from PIL import Image
+
+    from poolcli.app import stream
+
+    rng = np.random.default_rng(6)
+    src = tmp_path / "in.png"
+    Image.fromarray(rng.integers(0, 256, (60, 40, 3), dtype=np.uint8)).save(src)
+    seen = []
+    real = stream._Streamed.compute
+
+    def compute(self, *args):
+        seen.append({t.name for t in threading.enumerate()})
+        return real(self, *args)
+
+    monkeypatch.setattr(stream._Streamed, "compute", compute)
+    before = {t.name for t in threading.enumerate()}
+    code, text = run(["pool", str(src), "--op", "max", "-o", str(tmp_path / "o.png")],
+                     {"POOLCLI_STREAM_ROWS": "4", "POOLCLI_THREADS": "1"})
+    assert code == 0, text
+    assert streamed == [True] and len(seen) == 8
+    assert all(names <= before for names in seen), seen
+
+
 def test_bomb_guard_before_any_work(tmp_path):
     """A tiny .npy claiming 60000 x 60000 x 3 is refused, streamed or not, unless raised."""
     src = tmp_path / "bomb.npy"

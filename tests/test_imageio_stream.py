@@ -9,8 +9,11 @@ PNG with the same scanlines (filter choices) as write_image's, and is atomic.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -51,9 +54,10 @@ def band_plans(height, rng):
 
 def assert_streams_like_read_image(path):
     ref = read_image(path, max_pixels=MAX)
-    for plan in band_plans(ref.height, RNG):
+    for threads, plan in zip((1, 2, 1), band_plans(ref.height, RNG)):
         reader = open_band_reader(path, max_pixels=MAX)
         assert reader is not None, f"{path} not streamed"
+        reader.use_threads(threads)  # PNG: inflated ahead in a thread of its own
         with reader:
             assert (reader.height, reader.width) == ref.array.shape[:2]
             assert reader.channels == ref.channels and reader.dtype == ref.array.dtype
@@ -285,14 +289,17 @@ def _same_error(path, stream_all):
     assert str(got.value).startswith(str(path))
 
 
-def _read_all(path):
+def _read_all(path, threads=1):
     with open_band_reader(path, max_pixels=MAX) as reader:
+        reader.use_threads(threads)
         for y in range(0, reader.height, 5):
             reader.read_rows(y, min(reader.height, y + 5))
 
 
-def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch, threads):
     monkeypatch.setattr(_stream_png, "_BLOCK_BYTES", 500)  # a few rows decoded at a time
+    _read_all_threads = functools.partial(_read_all, threads=threads)
     a = image(80, 40, 3)
     good = raw_png(40, 80, 8, 2, packed(a.reshape(80, -1), 8), idat_size=300)
     last_idat = good.rindex(b"IDAT")
@@ -300,9 +307,10 @@ def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch):
     crc.write_bytes(good[:last_idat + 10] + bytes([good[last_idat + 10] ^ 1])
                     + good[last_idat + 11:])
     reader = open_band_reader(crc, max_pixels=MAX)
+    reader.use_threads(threads)
     np.testing.assert_array_equal(reader.read_rows(0, 5), a[:5])
     reader.close()
-    _same_error(crc, _read_all)
+    _same_error(crc, _read_all_threads)
     stream = tmp_path / "zlib.png"  # valid CRCs around a broken zlib stream
     raw = b"".join(b"\x00" + row for row in packed(a.reshape(80, -1), 8))
     data = zlib.compress(raw)
@@ -310,7 +318,7 @@ def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch):
     ihdr = struct.pack(">IIBBBBB", 40, 80, 8, 2, 0, 0, 0)
     stream.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data)
                        + chunk(b"IEND", b""))
-    _same_error(stream, _read_all)
+    _same_error(stream, _read_all_threads)
     cut = tmp_path / "cut.png"
     cut.write_bytes(good[: len(good) // 2])
     _same_error(cut, lambda p: open_band_reader(p, max_pixels=MAX))
@@ -324,6 +332,50 @@ def test_damaged_tiff_tile(tmp_path):
     data[offset:offset + 40] = bytes(40)
     path.write_bytes(bytes(data))
     _same_error(path, _read_all)
+
+
+def test_read_ahead_in_order_errors_in_place_and_closes():
+    from poolcli.imageio.stream import ReadAhead
+
+    assert list(ReadAhead(iter(range(100)), 2)) == list(range(100))
+
+    def failing():
+        yield from range(5)
+        raise ImageReadError("x: truncated")
+
+    ahead = ReadAhead(failing(), 2)
+    assert [next(ahead) for _ in range(5)] == list(range(5))
+    with pytest.raises(ImageReadError, match="truncated"):
+        next(ahead)
+    with pytest.raises(StopIteration):
+        next(ahead)
+    produced = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+
+    ahead = ReadAhead(endless(), 3)
+    assert next(ahead) == 0
+    ahead.close()  # stops the thread: a bounded number of items made, none after
+    made = len(produced)
+    assert made <= 1 + 3 + 1
+    assert not any(t.name == "poolcli-band-reader" for t in threading.enumerate())
+    assert len(produced) == made
+    never = ReadAhead(endless(), 1)
+    never.close()  # never started: nothing to stop
+
+
+def test_png_inflated_ahead_is_the_same_and_stops_on_close(tmp_path, monkeypatch):
+    monkeypatch.setattr(_stream_png, "_BLOCK_BYTES", 300)
+    a = image(90, 33, 3)
+    write_image(tmp_path / "x.png", a)
+    with open_band_reader(tmp_path / "x.png", max_pixels=MAX) as reader:
+        reader.use_threads(2)
+        np.testing.assert_array_equal(reader.read_rows(0, 12), a[:12])
+        assert any(t.name == "poolcli-png-inflate" for t in threading.enumerate())
+    assert not any(t.name == "poolcli-png-inflate" for t in threading.enumerate())
 
 
 def test_going_backwards_raises(tmp_path, monkeypatch):

@@ -9,13 +9,19 @@ runs in memory. Output rows ``[a, b)`` of a band come from running the unchanged
 input rows :meth:`poolcli.ops.BandRows.slice_for` names, so the results, the written file, the
 statistics (same blocks, same accumulator) and the record equal the in-memory path's.
 
-Bands are computed on a thread pool (numpy releases the GIL) with at most ``2 * threads`` in
-flight, and written in order by the calling thread. Threads: ``POOLCLI_THREADS``, else every
-core when this process runs the image alone, one in a ``-j N`` worker process (no
+With more than one thread the stages overlap: one reader thread decodes the next bands
+(:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a PNG's zlib
+stream is inflated ahead in one more thread, libpng unfilters in the reader thread), the bands
+are pooled on a thread pool with at most ``2 * threads`` in flight, and the calling thread
+filters them in order for the writer, which deflates in a thread of its own. zlib, libpng,
+imagecodecs and numpy release the GIL. Every stage that carries state from band to band (the
+zlib streams, the PNG filters, the statistics) runs in one thread, in order, so the bytes are
+those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process runs the
+image alone, one in a ``-j N`` worker process; one thread starts no thread at all (no
 oversubscription: the runner's workers already use the cores).
 
-Memory: about ``2 * threads + 1`` input bands of :data:`BAND_BYTES`, their results, and the
-reader's and writer's buffers, whatever the image size. The bomb guard is the reader's: a file
+Memory: about ``2 * threads + 1 + _READ_AHEAD`` input bands of :data:`BAND_BYTES`, their
+results, and the reader's and writer's buffers, whatever the image size. The bomb guard is the reader's: a file
 claiming more than ``--max-pixels`` is refused before any pixel is decoded.
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -46,6 +53,8 @@ ROWS_ENV = "POOLCLI_STREAM_ROWS"
 THREADS_ENV = "POOLCLI_THREADS"
 #: Files smaller than this are read whole without looking further (a header parse saved).
 _SMALL_FILE = 256 << 10
+#: Bands the reader thread may decode ahead of the pool.
+_READ_AHEAD = 2
 _WRITERS = ("PNG", "TIFF", "NPY")  # the formats open_band_writer writes band by band
 
 
@@ -142,6 +151,8 @@ class _Streamed:
         self.band = forced_rows() or max(1, BAND_BYTES // max(1, row_bytes * rows.s))
         self.stats_in = _RowStats(reader.width, reader.channels) if opts.stats else None
         self.fed = 0  # input rows given to stats_in
+        self.threads = threads()
+        reader.use_threads(self.threads)
         self.info: dict = {}
 
     def compute(self, x: np.ndarray, r0: int, skip: int, count: int) -> np.ndarray:
@@ -156,20 +167,37 @@ class _Streamed:
             self.stats_in.add(x[self.fed - r0 :])
             self.fed = r0 + x.shape[0]
 
+    def inputs(self):
+        """``(rows, r0, skip, count)`` of each band, decoded in order."""
+        for a, b in _plan(self.rows, self.band):
+            r0, r1, skip = self.rows.slice_for(a, b)
+            yield self.reader.read_rows(r0, r1), r0, skip, b - a
+
     def results(self):
-        """Output bands in order, computed on the thread pool."""
-        n = threads()
-        with ThreadPoolExecutor(n) as pool:
-            flight: deque = deque()
-            for a, b in _plan(self.rows, self.band):
-                r0, r1, skip = self.rows.slice_for(a, b)
-                x = self.reader.read_rows(r0, r1)
+        """Output bands in order. One thread: decoded and computed here, nothing else runs.
+        More: decoded ahead by one reader thread, computed on the thread pool."""
+        n = self.threads
+        if n == 1:
+            for x, r0, skip, count in self.inputs():
                 self.feed_input(x, r0)
-                flight.append(pool.submit(self.compute, x, r0, skip, b - a))
-                if len(flight) >= 2 * n:
-                    yield flight.popleft().result()
-            while flight:
-                yield flight.popleft().result()
+                yield self.compute(x, r0, skip, count)
+        else:
+            from poolcli.imageio.stream import ReadAhead
+
+            with ThreadPoolExecutor(n, thread_name_prefix="poolcli-band") as pool:
+                _start_threads(pool, n)
+                inputs = ReadAhead(self.inputs(), _READ_AHEAD)
+                try:
+                    flight: deque = deque()
+                    for x, r0, skip, count in inputs:
+                        self.feed_input(x, r0)
+                        flight.append(pool.submit(self.compute, x, r0, skip, count))
+                        if len(flight) >= 2 * n:
+                            yield flight.popleft().result()
+                    while flight:
+                        yield flight.popleft().result()
+                finally:
+                    inputs.close()
         if self.stats_in is None:
             return
         for r0 in range(self.fed, self.reader.height, self.band):  # rows no band read
@@ -205,7 +233,8 @@ class _Streamed:
         return open_band_writer(self.job.output, height=self.rows.out, width=first.shape[1],
                                 channels=self.reader.channels, dtype=policy.target, fmt=fmt,
                                 overwrite=self.opts.force, on_commit=track_commit,
-                                metadata=self.made, compress_level=self.opts.compress_level)
+                                metadata=self.made, compress_level=self.opts.compress_level,
+                                threads=self.threads)
 
     def record(self, first, policy, stats_out, build_record) -> dict:
         r = self.reader
@@ -225,6 +254,14 @@ def _plan(rows, band: int):
     from poolcli.ops import plan_bands
 
     return plan_bands(rows, band)
+
+
+def _start_threads(pool, n: int) -> None:
+    """Start the pool's ``n`` threads now: a thread started while the reader thread captures a
+    decoder's chatter would count as the decoder's (see ``poolcli.imageio._quiet``)."""
+    barrier = threading.Barrier(n)
+    for future in [pool.submit(barrier.wait) for _ in range(n)]:
+        future.result()
 
 
 def _chain(first, rest):

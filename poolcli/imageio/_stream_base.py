@@ -11,7 +11,9 @@ abort are done here once.
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from typing import BinaryIO, Callable
 
 import numpy as np
@@ -27,7 +29,7 @@ from poolcli.imageio.files import (
     temp_prefix,
 )
 
-__all__ = ["BandReader", "BandWriter"]
+__all__ = ["BandReader", "BandWriter", "ReadAhead"]
 
 
 class BandReader:
@@ -59,6 +61,10 @@ class BandReader:
 
     def _release(self) -> None:
         """Free the format's resources (files, decompressors)."""
+
+    def use_threads(self, count: int) -> None:
+        """Let the format decode with up to ``count`` threads of its own (call it before the
+        first :meth:`read_rows`); the rows are the same. The default ignores it."""
 
     # ---- the interface ----
 
@@ -270,3 +276,57 @@ class BandWriter:
         except OSError as exc:
             raise ImageWriteError(f"{target}: {os_problem(exc, 'cannot write')}") from None
 
+
+class ReadAhead:
+    """The items of an iterator, produced ahead in a thread of their own (at most ``depth``
+    waiting), in order: decoding the next bands overlaps the work on these. An exception comes
+    out where its item would have; :meth:`close` stops the thread and waits for it. The thread
+    starts on the first item asked for."""
+
+    def __init__(self, items, depth: int, name: str = "poolcli-band-reader"):
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(items,), daemon=True,
+                                        name=name)
+        self._done = False  # the end, an exception or close(): nothing more comes
+
+    def _produce(self, items) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self._put((False, exc))
+            return
+        self._put((False, None))
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        if self._thread.ident is None:
+            self._thread.start()
+        ok, item = self._queue.get()
+        if ok:
+            return item
+        self._done = True
+        if item is None:
+            raise StopIteration
+        raise item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join()

@@ -28,7 +28,7 @@ import numpy as np
 from poolcli.errors import ImageReadError
 from poolcli.imageio._common import ICC_NOTE, corrupt, exif_orientation_from_bytes, icc_is_srgb
 from poolcli.imageio._pngchunks import _PNG_ORIENTATION_TEXT, png_iccp_profile
-from poolcli.imageio._stream_base import BandReader, BandWriter
+from poolcli.imageio._stream_base import BandReader, BandWriter, ReadAhead
 from poolcli.imageio.png import COLOUR_TYPES, IDAT_BYTES, RowFilter, png_head, write_chunk
 
 __all__ = ["PngBandWriter", "open_png_reader"]
@@ -39,6 +39,7 @@ _NAMES = {0: ("L",), 2: ("R", "G", "B"), 4: ("L", "A"), 6: ("R", "G", "B", "A")}
 _READ_BYTES = 1 << 20  # compressed bytes read from the file at a time
 _BLOCK_BYTES = 1 << 20  # raw scanline bytes unfiltered at a time
 _IN_FLIGHT = 2  # blocks of scanlines queued for the deflate thread
+_INFLATED_AHEAD = 2  # blocks of scanlines the inflate thread may hold ready
 _TEXT = (b"tEXt", b"zTXt", b"iTXt")
 _CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
 KEY_NOTE = "colour-key transparency converted to alpha"
@@ -202,14 +203,32 @@ class _PngReader(BandReader):
         self._crc = zlib.crc32(b"IDAT")
         self._lut = _palette_lut(walk.plte, walk.trns) if colour == 3 else None
         self._key = _key(walk.trns) if colour in (0, 2) and walk.trns else None
+        self._ahead: ReadAhead | None = None
+
+    def use_threads(self, count: int) -> None:
+        """With more than one thread the image data is inflated ahead in a thread of its own
+        (zlib releases the GIL), overlapping libpng's unfiltering and the caller's work: one
+        zlib stream is inflated in order, so one thread is all it can use."""
+        if count > 1 and self._ahead is None and self._next == 0:
+            self._ahead = ReadAhead(self._blocks(), _INFLATED_AHEAD, "poolcli-png-inflate")
+
+    def _blocks(self):
+        """The scanlines of each block :meth:`_produce` takes, in order."""
+        for start in range(0, self.height, self._block):
+            yield self._inflate(min(self._block, self.height - start) * (1 + self._row_bytes))
 
     def _produce(self, wanted: int) -> np.ndarray:
         count = min(self._block, self.height - self._next)
-        raw = self._inflate(count * (1 + self._row_bytes))
+        if self._ahead is not None:
+            raw = next(self._ahead)
+        else:
+            raw = self._inflate(count * (1 + self._row_bytes))
         rows = self._unfilter(raw, count)
         return self._lay_out(rows)
 
     def _release(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()  # before the file it reads is closed
         self._fh.close()
         self._z = None
 
@@ -330,11 +349,12 @@ class PngBandWriter(BandWriter):
 
     The rows are filtered in the caller's thread and deflated in one worker thread (zlib
     releases the GIL), so compressing a band overlaps with computing the next one; at most
-    :data:`_IN_FLIGHT` blocks wait for it. One stream, in order: the bytes are those of a
-    single-threaded run.
+    :data:`_IN_FLIGHT` blocks wait for it. ``threaded=False`` deflates in the caller's thread
+    instead. One stream, in order: the bytes are the same either way.
     """
 
-    def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp, **kw):
+    def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp,
+                 threaded: bool = True, **kw):
         from concurrent.futures import ThreadPoolExecutor
 
         count, dtype = len(names), np.dtype(kw["dtype"])
@@ -346,9 +366,13 @@ class PngBandWriter(BandWriter):
         self._filter = RowFilter(kw["width"], count, dtype, filtered=level > 0)
         self._z = zlib.compressobj(level)
         self._pending = bytearray()
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="poolcli-png-deflate")
+        self._worker = None
+        if threaded:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="poolcli-png-deflate")
         self._queued: deque = deque()
         super().__init__(target, channels=count, **kw)
+        if self._worker is not None:  # its thread started now, not during a reader's capture
+            self._worker.submit(int).result()
 
     def _start(self, fh: BinaryIO) -> None:
         fh.write(png_head(self.width, self.height, self.dtype, self.channel_count, self._chunks))
@@ -359,6 +383,9 @@ class PngBandWriter(BandWriter):
             part = rows[r0:r0 + step]
             scanlines = np.empty((len(part), 1 + self._filter.line), np.uint8)
             self._filter.filter_into(part, scanlines)
+            if self._worker is None:
+                self._deflate(fh, scanlines)
+                continue
             self._wait(_IN_FLIGHT - 1)
             self._queued.append(self._worker.submit(self._deflate, fh, scanlines))
 
@@ -373,13 +400,15 @@ class PngBandWriter(BandWriter):
 
     def _finish(self, fh: BinaryIO) -> None:
         self._wait(0)
-        self._worker.shutdown()
+        if self._worker is not None:
+            self._worker.shutdown()
         self._pending += self._z.flush()
         self._flush(fh, 1)
         write_chunk(fh, b"IEND", b"")
 
     def _discard(self) -> None:
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
         self._queued.clear()
 
     def _flush(self, fh: BinaryIO, least: int) -> None:

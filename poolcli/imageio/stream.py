@@ -44,9 +44,9 @@ from poolcli.formats import FORMAT_ALIASES, SUFFIX_FORMAT
 from poolcli.imageio._common import is_stdio
 from poolcli.imageio._guard import check_file_size, preflight
 from poolcli.imageio._quiet import captured
-from poolcli.imageio._stream_base import BandReader, BandWriter
+from poolcli.imageio._stream_base import BandReader, BandWriter, ReadAhead
 
-__all__ = ["BandReader", "BandWriter", "open_band_reader", "open_band_writer"]
+__all__ = ["BandReader", "BandWriter", "ReadAhead", "open_band_reader", "open_band_writer"]
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
           (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"), (b"\x93NUMPY", "NPY"))
@@ -118,7 +118,8 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
                      channels: int | tuple[str, ...], dtype: Any, fmt: str, overwrite: bool,
                      on_commit: Callable[[str], None] | None = None,
                      metadata: Mapping[str, Any] | None = None,
-                     compress_level: int | None = None) -> BandWriter:
+                     compress_level: int | None = None, threads: int | None = None
+                     ) -> BandWriter:
     """A :class:`BandWriter` for a ``height x width`` image to be written at ``path``.
 
     Parameters
@@ -142,6 +143,10 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
         ``ImageDescription`` and ``Software``; ``.npy`` has nowhere to keep it).
     compress_level : int, optional
         Deflate level 0-9 for PNG and TIFF (default that of ``write_image``).
+    threads : int, optional
+        ``1``: every byte encoded in the calling thread (a ``-j N`` worker, where the runner's
+        processes already use the cores). Otherwise (the default) PNG deflates in one worker
+        thread, overlapping the caller's next band. The file's bytes are the same either way.
 
     Raises
     ------
@@ -169,7 +174,7 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
     if name == "PNG":
         from poolcli.imageio._stream_png import PngBandWriter
 
-        return PngBandWriter(target, level=level, stamp=stamp, **common)
+        return PngBandWriter(target, level=level, stamp=stamp, threaded=threads != 1, **common)
     if name == "TIFF":
         from poolcli.imageio._stream_tiff import TiffBandWriter
 
