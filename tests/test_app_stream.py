@@ -159,6 +159,29 @@ def test_png_threads_give_the_same_bytes(tmp_path, monkeypatch, opts, streamed):
     assert recs[0] == recs[1] == recs[2]
 
 
+def test_tiled_tiff_threads_give_the_same_bytes(tmp_path, monkeypatch, streamed):
+    """Tiles decoded on threads, strips deflated on threads: the same TIFF for 1, 2 and 3
+    threads, with the in-memory pixels and record."""
+    import tifffile
+
+    from poolcli.imageio import _stream_tiff, read_image
+
+    monkeypatch.setattr(_stream_tiff, "_STRIP_BYTES", 700)  # many strips
+    rng = np.random.default_rng(8)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, rng.integers(0, 256, (150, 140, 3), dtype=np.uint8), tile=(32, 32),
+                     compression="zlib", photometric="rgb")
+    files = []
+    for threads in ("1", "2", "3"):
+        mem, st, (rm, rs) = pool_both(tmp_path, src, "--op avg -k 2", ".tif", rows="6",
+                                      threads=threads)
+        assert rm == rs, threads
+        assert np.array_equal(read_image(mem).array, read_image(st).array)
+        files.append(st.read_bytes())
+    assert streamed == [True] * 3
+    assert files[0] == files[1] == files[2]
+
+
 def test_one_thread_starts_no_thread(tmp_path, monkeypatch, streamed):
     """POOLCLI_THREADS=1 (what a -j N worker gets): decode, pool and deflate in the calling
     thread, none started, so N workers use N cores and no more."""

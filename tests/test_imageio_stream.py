@@ -324,14 +324,22 @@ def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch, threads):
     _same_error(cut, lambda p: open_band_reader(p, max_pixels=MAX))
 
 
-def test_damaged_tiff_tile(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_damaged_tiff_tile(tmp_path, threads):
+    """Tiles decoded on 2 threads: the same rows before the damage, the same error at it."""
+    a = image(200, 200, 3)
     path = tmp_path / "tiles.tif"
-    tifffile.imwrite(path, image(200, 200, 3), tile=(64, 64), compression="zlib")
+    tifffile.imwrite(path, a, tile=(64, 64), compression="zlib")
     offset = tifffile.TiffFile(path).pages[0].dataoffsets[9]
     data = bytearray(path.read_bytes())
     data[offset:offset + 40] = bytes(40)
     path.write_bytes(bytes(data))
-    _same_error(path, _read_all)
+    _same_error(path, functools.partial(_read_all, threads=threads))
+    with open_band_reader(path, max_pixels=MAX) as reader:
+        reader.use_threads(threads)
+        np.testing.assert_array_equal(reader.read_rows(0, 128), a[:128])
+        with pytest.raises(ImageReadError):
+            reader.read_rows(128, 140)
 
 
 def test_read_ahead_in_order_errors_in_place_and_closes():
@@ -450,6 +458,31 @@ def test_tiff_writer(tmp_path, dtype, names, level):
     assert (got.channels, got.mode) == (ref.channels, ref.mode)
     assert read_provenance(tmp_path / "bands.tif") == read_provenance(tmp_path / "whole.tif")
     assert_streams_like_read_image(tmp_path / "bands.tif")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_writer_threads_give_the_same_bytes(tmp_path, monkeypatch, fmt):
+    """Deflated in the calling thread, in one worker (PNG) or on a pool of strips (TIFF): the
+    same file, byte for byte; an abort with work in flight leaves nothing behind."""
+    from poolcli.imageio import _stream_tiff
+
+    monkeypatch.setattr(_stream_tiff, "_STRIP_BYTES", 900)  # many strips in flight
+    a = image(151, 47, 3)
+    files = []
+    for threads in (1, 2, 3):
+        path = tmp_path / f"t{threads}.{fmt.lower()}"
+        write_bands(path, a, fmt, threads=threads, compress_level=1)
+        files.append(path.read_bytes())
+        np.testing.assert_array_equal(read_image(path).array, a)
+    assert files[0] == files[1] == files[2]
+    with pytest.raises(RuntimeError):
+        with open_band_writer(tmp_path / "gone.tif", height=151, width=47, channels=3,
+                              dtype=np.uint8, fmt=fmt, overwrite=False, threads=2) as writer:
+            writer.write_rows(a[:100])
+            raise RuntimeError("stop")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "gone.tif").exists()
+    assert not any(t.name.startswith(("poolcli-tiff-deflate", "poolcli-png-deflate"))
+                   for t in threading.enumerate())
 
 
 def test_npy_writer_is_np_save(tmp_path):

@@ -12,12 +12,15 @@ them), samples that are not whole bytes, volumes, an orientation other than upri
 Writing: :class:`TiffBandWriter` writes a striped TIFF (BigTIFF past 4 GB of pixels) with the
 tags ``write_image`` gives its TIFFs: photometric, extra samples (alpha), sample format, deflate
 at the level asked for (0: uncompressed), and the provenance in ``ImageDescription`` and
-``Software``. Strips are deflated by libdeflate one at a time, as they fill up.
+``Software``. Strips are deflated by libdeflate as they fill up: in the calling thread, or on a
+pool of ``threads`` (each strip is compressed on its own, so the bytes are the same).
 """
 
 from __future__ import annotations
 
 import struct
+import threading
+from collections import deque
 from typing import BinaryIO
 
 import numpy as np
@@ -112,6 +115,7 @@ class _TiffReader(BandReader):
         super().__init__(**kw)
         self._tif, self._page, self._layout = tif, page, layout
         self._fh: BinaryIO | None = None  # the file tifffile reads (closed with the reader)
+        self._threads = 1
         self._offsets, self._counts = page.dataoffsets, page.databytecounts
         self._planes = page.shaped[0]  # planar configuration "separate": one set a sample
         self._samples = page.shaped[-1]
@@ -129,11 +133,15 @@ class _TiffReader(BandReader):
         y0 = row * self._seg_rows
         y1 = min(self.height, y0 + self._seg_rows)
         band = np.empty((self._planes, y1 - y0, self.width, self._samples), self._page.dtype)
+        jobs = [(plane * self._across * self._down + row * self._across + col, band[plane],
+                 col * self._seg_cols) for plane in range(self._planes)
+                for col in range(self._across)]
         try:
-            for plane in range(self._planes):
-                for col in range(self._across):
-                    self._decode(plane * self._across * self._down + row * self._across + col,
-                                 band[plane], col * self._seg_cols)
+            if self._threads > 1 and len(jobs) > 1:
+                self._decode_on_threads(jobs)
+            else:
+                for index, dest, x0 in jobs:
+                    self._decode(index, dest, x0, self._read(index))
         except MemoryError:
             raise no_memory(self.source, self.width, self.height) from None
         self._next = y0
@@ -144,8 +152,34 @@ class _TiffReader(BandReader):
             stored = np.moveaxis(stored, -1, 0)
         return self._layout.lay_out(stored, [])[0]
 
-    def _decode(self, index: int, dest: np.ndarray, x0: int) -> None:
-        """Decode segment ``index`` into ``dest[:, x0:]`` (``(rows, W, samples)``)."""
+    def use_threads(self, count: int) -> None:
+        """The strips or tiles of a band are decoded on ``count`` threads (the codecs release
+        the GIL); the file is still read in order by one."""
+        self._threads = max(1, int(count))
+
+    def _decode_on_threads(self, jobs) -> None:
+        """Decode ``jobs`` on a pool started for this band (so that, like tifffile's own pool,
+        its threads belong to this decode's chatter capture); the first error in file order
+        is the one raised, as one thread would raise it."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self._threads, len(jobs)),
+                                thread_name_prefix="poolcli-tiff-decode") as pool:
+            futures = []
+            for index, dest, x0 in jobs:
+                try:
+                    data = self._read(index)
+                except Exception as exc:  # raised in order, after the segments before it
+                    futures.append(exc)
+                    break
+                futures.append(pool.submit(self._decode, index, dest, x0, data))
+            for future in futures:
+                if isinstance(future, Exception):
+                    raise future
+                future.result()
+
+    def _read(self, index: int) -> bytes | None:
+        """The stored bytes of segment ``index`` (``None``: a missing segment)."""
         fh = self._tif.filehandle
         offset, count = int(self._offsets[index]), int(self._counts[index])
         try:
@@ -153,6 +187,16 @@ class _TiffReader(BandReader):
             data = fh.read(count) if count else None
             if data is not None and len(data) < count:
                 raise ValueError("short read")
+        except MemoryError:
+            raise
+        except Exception:
+            raise corrupt(self.source, "TIFF") from None
+        return data
+
+    def _decode(self, index: int, dest: np.ndarray, x0: int, data: bytes | None) -> None:
+        """Decode segment ``index`` (its bytes ``data``) into ``dest[:, x0:]``
+        (``(rows, W, samples)``)."""
+        try:
             segment = self._page.decode(data, index)[0]
         except MemoryError:
             raise
@@ -183,7 +227,10 @@ _FORMATS = {_SHORT: "H", _LONG: "I", _LONG8: "Q"}
 class TiffBandWriter(BandWriter):
     """A striped TIFF written as the rows come; the IFD goes after the strips."""
 
-    def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp, **kw):
+    def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp,
+                 threads: int = 1, **kw):
+        from concurrent.futures import ThreadPoolExecutor
+
         dtype = np.dtype(kw["dtype"])
         if dtype.kind not in "iuf":
             raise ValueError(f"TIFF band output supports integer and float arrays, not {dtype}")
@@ -196,7 +243,17 @@ class TiffBandWriter(BandWriter):
         self._buffered = 0
         self._offsets: list[int] = []
         self._counts: list[int] = []
+        self._threads = max(1, int(threads))
+        self._pool = None  # deflating strips, when there are threads for it
+        if self._threads > 1 and level > 0:
+            self._pool = ThreadPoolExecutor(self._threads,
+                                            thread_name_prefix="poolcli-tiff-deflate")
+        self._queued: deque = deque()
         super().__init__(target, channels=len(names), **kw)
+        if self._pool is not None:  # its threads started now, not during a reader's capture
+            barrier = threading.Barrier(self._threads)
+            for future in [self._pool.submit(barrier.wait) for _ in range(self._threads)]:
+                future.result()
 
     def _start(self, fh: BinaryIO) -> None:
         # the header, its IFD offset patched in _finish
@@ -213,20 +270,43 @@ class TiffBandWriter(BandWriter):
                 self._write_strip(fh)
 
     def _write_strip(self, fh: BinaryIO) -> None:
-        import imagecodecs
-
         data = np.concatenate(self._buffer).astype(self._little, copy=False)
         data = np.ascontiguousarray(data)
         self._buffer, self._buffered = [], 0
+        if self._pool is None:
+            self._store(fh, self._compress(data))
+            return
+        # strips are deflated on their own: on the pool, written in order, the same bytes
+        self._queued.append(self._pool.submit(self._compress, data))
+        self._drain(fh, 2 * self._threads)
+
+    def _compress(self, data: np.ndarray):
+        import imagecodecs
+
         if self._level > 0:
-            data = imagecodecs.deflate_encode(data, level=self._level)  # zlib (Adobe deflate)
+            return imagecodecs.deflate_encode(data, level=self._level)  # zlib (Adobe deflate)
+        return data
+
+    def _drain(self, fh: BinaryIO, most: int) -> None:
+        while len(self._queued) > most:
+            self._store(fh, self._queued.popleft().result())
+
+    def _store(self, fh: BinaryIO, data) -> None:
         self._offsets.append(fh.tell())
         self._counts.append(len(memoryview(data).cast("B")))
         fh.write(data)
 
+    def _discard(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._queued.clear()
+
     def _finish(self, fh: BinaryIO) -> None:
         if self._buffered:
             self._write_strip(fh)
+        self._drain(fh, 0)
+        if self._pool is not None:
+            self._pool.shutdown()
         if fh.tell() % 2:
             fh.write(b"\0")
         ifd = fh.tell()

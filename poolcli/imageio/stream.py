@@ -145,8 +145,9 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
         Deflate level 0-9 for PNG and TIFF (default that of ``write_image``).
     threads : int, optional
         ``1``: every byte encoded in the calling thread (a ``-j N`` worker, where the runner's
-        processes already use the cores). Otherwise (the default) PNG deflates in one worker
-        thread, overlapping the caller's next band. The file's bytes are the same either way.
+        processes already use the cores). Otherwise PNG deflates in one worker thread (the
+        default), overlapping the caller's next band, and TIFF deflates its strips on
+        ``threads`` threads (default 1: in the calling thread). The bytes are the same.
 
     Raises
     ------
@@ -178,7 +179,7 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
     if name == "TIFF":
         from poolcli.imageio._stream_tiff import TiffBandWriter
 
-        return TiffBandWriter(target, level=level, stamp=stamp, **common)
+        return TiffBandWriter(target, level=level, stamp=stamp, threads=threads or 1, **common)
     if name == "NPY":
         from poolcli.imageio._stream_npy import NpyBandWriter
 
