@@ -225,8 +225,9 @@ class S3:
         self._ids = itertools.count()
 
     def prefix(self) -> str:
-        """A fresh ``s3://bucket/tN`` for one test."""
-        return f"s3://{self.bucket}/t{next(self._ids)}"
+        """A fresh ``s3://bucket/tN-<random>`` for one test: unique even across modules that
+        each import the fixture (moto's servers in one process share one store)."""
+        return f"s3://{self.bucket}/t{next(self._ids)}-{uuid.uuid4().hex[:8]}"
 
     def put(self, url: str, data: bytes) -> None:
         self.fs.pipe_file(url, data)
