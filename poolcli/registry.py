@@ -82,7 +82,8 @@ class Operator:
     scope: str = ""  # norm: what the statistics are taken over, for explain (str.format(params))
     # Band by band over a large image (app/stream.py): "" no; "exact" (a window's arithmetic
     # is order-free: max/min), "int" (exact for integer input, float sums otherwise), "float"
-    # (float sums), "blur" (blur's reflect-padded geometry, whole-array arithmetic)
+    # (float sums), "blur" (blur's reflect-padded geometry, whole-array arithmetic),
+    # "stochastic" (8/16-bit unsigned input; each band's generator advanced to its first row)
     stream: str = ""
 
     def resolve(self, params: dict) -> dict:
@@ -475,7 +476,8 @@ OPERATORS: list[Operator] = [
              "Stochastic pooling: sample a cell with probability a/sum(a) (test: weighted mean).",
              "Zeiler & Fergus, ICLR 2013, arXiv:1301.3557; Caffe StoPoolForwardTrain/Test",
              ("kernel", "stride", "padding", "ceil_mode", "mode", "seed"), _run_stochastic,
-             selects=True, formula="stochastic", selects_if=lambda p: p.get("mode") != "test"),
+             selects=True, formula="stochastic", selects_if=lambda p: p.get("mode") != "test",
+             stream="stochastic"),
     Operator("kmax", "pool",
              "K-max pooling: the k largest values of each row (or column), in original order.",
              "Kalchbrenner et al., ACL 2014 (DCNN), arXiv:1404.2188",

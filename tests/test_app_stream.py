@@ -210,6 +210,66 @@ def test_one_thread_starts_no_thread(tmp_path, monkeypatch, streamed):
     assert all(names <= before for names in seen), seen
 
 
+STOCHASTIC = [
+    "--op stochastic -k 2 --seed 11",
+    "--op stochastic -k 3 -s 2 -p 1 --ceil-mode --seed 12",
+    "--op stochastic -k 3 -s 1 --seed 13",
+    "--op stochastic -k 2 --mode test",
+    "--op stochastic -k 3 -s 2 -p 1 --mode test",
+]
+
+
+@pytest.mark.parametrize("opts", STOCHASTIC)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_stochastic_streamed_equals_memory(tmp_path, opts, dtype, streamed):
+    """The random stream does not depend on the bands: each band's generator is the image's,
+    advanced to the band's first output row; 1 and 2 threads, bands of 1, 3 and 7 rows."""
+    rng = np.random.default_rng(4)
+    src = tmp_path / "in.npy"
+    a = rng.integers(0, 256 if dtype == np.uint8 else 65536, (47, 31, 3)).astype(dtype)
+    a[5:9, 3:12] = 0  # all-zero windows: their fixed pick
+    np.save(src, a)
+    for rows, threads in (("1", "1"), ("3", "2"), ("7", "2")):
+        mem, st, (rm, rs) = pool_both(tmp_path, src, opts, ".npy", rows=rows, threads=threads)
+        assert mem.read_bytes() == st.read_bytes(), (rows, threads)
+        assert rm == rs
+    assert streamed == [True] * 3
+
+
+def test_stochastic_streamed_batch_and_drawn_seed(tmp_path, streamed):
+    """Every image of a batch gets its own seed as in memory; without --seed the seed drawn is
+    reported, and the in-memory run with it gives the same file."""
+    rng = np.random.default_rng(9)
+    srcs = []
+    for i in range(3):
+        srcs.append(tmp_path / f"in{i}.npy")
+        np.save(srcs[-1], rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    outs = {}
+    for name, env in (("mem", {}), ("st", {"POOLCLI_STREAM_ROWS": "4"})):
+        (tmp_path / name).mkdir()
+        code, text = run(["pool", *map(str, srcs), "--op", "stochastic", "-k", "2", "--seed",
+                          "5", "-j", "1", "-o", str(tmp_path / name), "--json"], env)
+        assert code == 0, text
+        outs[name] = [(tmp_path / name / f"{p.stem}_stochastic.npy").read_bytes() for p in srcs]
+    assert outs["mem"] == outs["st"] and streamed == [True] * 3
+    code, text = run(["pool", str(srcs[1]), "--op", "stochastic", "-k", "2", "-o",
+                      str(tmp_path / "drawn.npy"), "--json"], {"POOLCLI_STREAM_ROWS": "4"})
+    assert code == 0, text
+    seed = records(text)[0]["params"]["seed"]
+    code, text = run(["pool", str(srcs[1]), "--op", "stochastic", "-k", "2", "--seed",
+                      str(seed), "-o", str(tmp_path / "again.npy"), "--json"])
+    assert code == 0, text
+    assert (tmp_path / "drawn.npy").read_bytes() == (tmp_path / "again.npy").read_bytes()
+    assert streamed == [True] * 4
+
+
+def test_stochastic_float_or_signed_input_runs_in_memory(tmp_path, streamed):
+    src = tmp_path / "f.npy"
+    np.save(src, np.random.default_rng(2).random((30, 20, 2)).astype(np.float32))
+    mem, st, (rm, rs) = pool_both(tmp_path, src, "--op stochastic -k 2 --seed 3", ".npy")
+    assert mem.read_bytes() == st.read_bytes() and streamed == []
+
+
 def test_bomb_guard_before_any_work(tmp_path):
     """A tiny .npy claiming 60000 x 60000 x 3 is refused, streamed or not, unless raised."""
     src = tmp_path / "bomb.npy"

@@ -8,6 +8,8 @@ geometry and dtype (:func:`poolcli.ops.order_safe`); otherwise it returns ``None
 runs in memory. Output rows ``[a, b)`` of a band come from running the unchanged operator on the
 input rows :meth:`poolcli.ops.BandRows.slice_for` names, so the results, the written file, the
 statistics (same blocks, same accumulator) and the record equal the in-memory path's.
+Stochastic pooling (8/16-bit unsigned input) gets, for each band, the image's generator advanced
+to the band's first output row (:meth:`_Streamed.generator`): the same picks as in memory.
 
 With more than one thread the stages overlap: one reader thread decodes the next bands
 (:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a PNG's zlib
@@ -81,7 +83,7 @@ def band_geometry(op, params: dict, height: int, dtype):
     if op.stream == "blur":
         stride = params.get("stride") or (2, 2)
         return ops.blur_rows(height, params["kernel"][0], stride[0], None)
-    if op.stream not in ("exact", "int", "float"):
+    if op.stream not in ("exact", "int", "float", "stochastic"):
         return None
     rows = ops.window_rows(height, params["kernel"], params.get("stride"),
                            params.get("padding") or 0, params.get("dilation") or 1,
@@ -89,6 +91,10 @@ def band_geometry(op, params: dict, height: int, dtype):
     if rows.out < 1:
         return None
     kind = np.dtype(dtype).kind
+    if op.stream == "stochastic":
+        # 8/16-bit unsigned: exact window sums (no tap order), and no band can fail a check
+        # (negative or NaN input) the whole image would fail with other numbers in its message
+        return rows if kind == "u" and np.dtype(dtype).itemsize <= 2 else None
     exact = op.stream == "exact" or (op.stream == "int" and kind in "iub"
                                      and np.dtype(dtype).itemsize <= 2)
     return rows if ops.order_safe(rows, exact) else None
@@ -153,13 +159,25 @@ class _Streamed:
         self.fed = 0  # input rows given to stats_in
         self.threads = threads()
         reader.use_threads(self.threads)
+        self.seed = self.per_row = None
+        if op.stream == "stochastic" and params.get("mode", "train") == "train":
+            self.seed = _image_seed(params.get("seed"), job.index)
+            self.per_row = len(reader.channels) * _out_width(params, reader.width)
         self.info: dict = {}
 
-    def compute(self, x: np.ndarray, r0: int, skip: int, count: int) -> np.ndarray:
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
+        """Output rows ``[first + skip, first + skip + count)`` from input rows ``x`` (from
+        ``r0``); the operator computes them from output row ``first`` on."""
         from poolcli.ops import keep_band
 
-        result = self.op.run(x, self.params, False)
-        self.info = result.info
+        params = self.params
+        if self.seed is not None:  # the image's random stream, from output row `first` on
+            params = dict(params, seed=self.generator(first))
+        result = self.op.run(x, params, False)
+        info = dict(result.info)
+        if self.seed is not None:
+            info["seed"] = self.seed
+        self.info = info
         return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1]))
 
     def feed_input(self, x: np.ndarray, r0: int) -> None:
@@ -167,20 +185,28 @@ class _Streamed:
             self.stats_in.add(x[self.fed - r0 :])
             self.fed = r0 + x.shape[0]
 
+    def generator(self, first: int) -> np.random.Generator:
+        """The image's generator advanced to output row ``first``: stochastic pooling draws
+        one uniform (one PCG64 step) per output cell in C order over ``(oh, ow, C)``, so the
+        band's picks are the whole image's whatever the band boundaries."""
+        rng = np.random.default_rng(self.seed)
+        rng.bit_generator.advance(first * self.per_row)
+        return rng
+
     def inputs(self):
-        """``(rows, r0, skip, count)`` of each band, decoded in order."""
+        """``(rows, r0, skip, count, first output row computed)`` of each band, in order."""
         for a, b in _plan(self.rows, self.band):
             r0, r1, skip = self.rows.slice_for(a, b)
-            yield self.reader.read_rows(r0, r1), r0, skip, b - a
+            yield self.reader.read_rows(r0, r1), r0, skip, b - a, a - skip
 
     def results(self):
         """Output bands in order. One thread: decoded and computed here, nothing else runs.
         More: decoded ahead by one reader thread, computed on the thread pool."""
         n = self.threads
         if n == 1:
-            for x, r0, skip, count in self.inputs():
+            for x, r0, skip, count, first in self.inputs():
                 self.feed_input(x, r0)
-                yield self.compute(x, r0, skip, count)
+                yield self.compute(x, r0, skip, count, first)
         else:
             from poolcli.imageio.stream import ReadAhead
 
@@ -189,9 +215,9 @@ class _Streamed:
                 inputs = ReadAhead(self.inputs(), _READ_AHEAD)
                 try:
                     flight: deque = deque()
-                    for x, r0, skip, count in inputs:
+                    for x, r0, skip, count, first in inputs:
                         self.feed_input(x, r0)
-                        flight.append(pool.submit(self.compute, x, r0, skip, count))
+                        flight.append(pool.submit(self.compute, x, r0, skip, count, first))
                         if len(flight) >= 2 * n:
                             yield flight.popleft().result()
                     while flight:
@@ -254,6 +280,27 @@ def _plan(rows, band: int):
     from poolcli.ops import plan_bands
 
     return plan_bands(rows, band)
+
+
+def _image_seed(seed, index: int) -> int:
+    """The seed ``poolcli.app.jobs.pool_compute`` gives this image (drawn when none is set)."""
+    if seed is None:
+        return registry.new_seed()
+    return registry.image_seed(seed, index)
+
+
+def _out_width(params: dict, width: int) -> int:
+    """Output columns of a PyTorch-style pooling of ``width`` columns."""
+    from poolcli.ops import pool_output_size
+
+    def second(value, default):
+        value = default if value is None else value
+        return int(value) if np.ndim(value) == 0 else int(value[1])
+
+    k = second(params["kernel"], None)
+    return pool_output_size(width, k, second(params.get("stride"), k),
+                            second(params.get("padding"), 0), second(params.get("dilation"), 1),
+                            bool(params.get("ceil_mode", False)))
 
 
 def _start_threads(pool, n: int) -> None:
