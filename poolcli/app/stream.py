@@ -23,8 +23,8 @@ image alone, one in a ``-j N`` worker process; one thread starts no thread at al
 oversubscription: the runner's workers already use the cores).
 
 Memory: about ``2 * threads + 1 + _READ_AHEAD`` input bands of :data:`BAND_BYTES`, their
-results, and the reader's and writer's buffers, whatever the image size. The bomb guard is the reader's: a file
-claiming more than ``--max-pixels`` is refused before any pixel is decoded.
+results, and the reader's and writer's buffers, whatever the image size. The bomb guard is the
+reader's: a file claiming more than ``--max-pixels`` is refused before any pixel is decoded.
 """
 
 from __future__ import annotations
