@@ -3,12 +3,13 @@
 Every case runs ``poolcli pool`` and the matching ``vips`` command as child processes and reports
 the median wall time of ``--repeat`` runs and the peak RSS (``os.wait4``'s ``ru_maxrss``) of each:
 
-* 8192² RGB PNG: avg 2x2 (``vips shrink 2 2``) and max 3x3/2 (``vips reduce``'s nearest
-  neighbour is no max; vips has no max pool, so ``vips rank 3 3 8`` + ``shrink`` is the honest
-  pairing, and ``reduce 2 2 --kernel linear`` is listed too);
-* a 30000² tiled RGB TIFF (``benchmarks/make_large.py``): max 2x2 and avg 2x2 (skipped with
+* 8192² RGB PNG: avg 2x2 (``vips shrink 2 2``) and max 3x3/2 against ``vips reduce 2 2
+  --kernel linear`` (vips has no max pooling: the nearest resampler of equal work);
+* a 30000² tiled RGB TIFF (``benchmarks/make_large.py``): max 2x2 and avg 2x2, writing a
+  deflated TIFF (poolcli's default) and an uncompressed one (vips' default) (skipped with
   ``--quick``);
-* a 4096² PNG with 1 and 2 threads (``POOLCLI_THREADS``);
+* a 4096² PNG with 1 and 2 threads (``POOLCLI_THREADS``), also without the fixed cost of
+  starting Python and importing poolcli (a 8x8 image's run);
 * wall and peak against size, 1024² ... 30000² (``--quick`` stops at 8192²).
 
     python benchmarks/bench_large.py [--quick] [--repeat 3] [--dir /tmp/bench_large]
@@ -29,21 +30,36 @@ POOLCLI = [sys.executable, "-m", "poolcli"]
 BIG = ["--max-pixels", "2000000000"]
 
 
-def measure(cmd, env=None, repeat=3) -> tuple[float, float]:
-    """(median wall seconds, max peak RSS MiB) of ``cmd`` run ``repeat`` times."""
-    walls, peaks = [], []
+def run_once(cmd, env=None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one run of ``cmd``."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def measure(*runs, repeat=3) -> list[tuple[float, float]]:
+    """(median wall seconds, max peak RSS MiB) of each ``(cmd, env)`` in ``runs``, run
+    ``repeat`` times interleaved (a b a b ...), so a load that comes and goes on a shared
+    machine falls on both sides alike."""
+    walls: list[list[float]] = [[] for _ in runs]
+    peaks: list[list[float]] = [[] for _ in runs]
     for _ in range(repeat):
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        walls.append(time.perf_counter() - start)
-        err = proc.stderr.read().decode()
-        proc.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
-        peaks.append(usage.ru_maxrss / 1024)
-    return statistics.median(walls), max(peaks)
+        for i, (cmd, env) in enumerate(runs):
+            wall, peak = run_once(cmd, env)
+            walls[i].append(wall)
+            peaks[i].append(peak)
+    return [(statistics.median(w), max(p)) for w, p in zip(walls, peaks)]
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
 def image(directory: str, side: int, kind: str) -> str:
@@ -59,51 +75,90 @@ def poolcli(src, out, op, *extra):
     return [*POOLCLI, "pool", src, "--op", op, *extra, "-o", out, "--force", "--quiet", *BIG]
 
 
-def row(label, ours, theirs):
-    ratio = ours[0] / theirs[0] if theirs else float("nan")
-    vips = f"{theirs[0]:7.2f} s {theirs[1]:7.0f} MiB" if theirs else " " * 19
-    print(f"| {label:<34} | {ours[0]:7.2f} s {ours[1]:7.0f} MiB | {vips} | {ratio:5.2f} |",
+def secs(value: float) -> str:
+    return f"{value:.2f} s"
+
+
+def mib(value: float) -> str:
+    return f"{value:.0f} MiB"
+
+
+def table(title: str, columns: list[str]) -> None:
+    print(f"\n#### {title}\n\n({load()} before)\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|",
           flush=True)
 
 
-def header(title):
-    print(f"\n{title}\n\n| case | poolcli wall, peak | vips wall, peak | ratio |\n|---|---|---|---|")
+def line(*cells) -> None:
+    print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
 
 
 def versus_vips(directory, side, kind, repeat):
     src = image(directory, side, kind)
     ext = "png" if kind == "png" else "tif"
     out, vout = os.path.join(directory, f"o.{ext}"), os.path.join(directory, f"v.{ext}")
-    header(f"{side}x{side} RGB {kind.upper()}")
-    row("avg 2x2 / vips shrink 2 2", measure(poolcli(src, out, "avg", "-k", "2"), repeat=repeat),
-        measure(["vips", "shrink", src, vout, "2", "2"], repeat=repeat))
+    table(f"{side}x{side} RGB {'PNG' if kind == 'png' else 'tiled TIFF (256² tiles, deflate)'}"
+          f" -> {ext.upper()}, median of {repeat}",
+          ["case", "poolcli wall", "poolcli peak", "vips wall", "vips peak", "poolcli / vips"])
     mx = ["-k", "3", "-s", "2"] if kind == "png" else ["-k", "2"]
-    row(f"max {'3x3/2' if kind == 'png' else '2x2'} / vips reduce 2 2",
-        measure(poolcli(src, out, "max", *mx), repeat=repeat),
-        measure(["vips", "reduce", src, vout, "2", "2", "--kernel", "linear"], repeat=repeat))
+    cases = [("avg 2x2 vs vips shrink 2 2", poolcli(src, out, "avg", "-k", "2"),
+              ["vips", "shrink", src, vout, "2", "2"]),
+             (f"max {'3x3/2' if kind == 'png' else '2x2'} vs vips reduce 2 2 (linear)",
+              poolcli(src, out, "max", *mx),
+              ["vips", "reduce", src, vout, "2", "2", "--kernel", "linear"])]
+    if kind != "png":  # vips writes uncompressed TIFF by default; poolcli deflates (level 1)
+        cases += [("avg 2x2, uncompressed out vs vips shrink 2 2",
+                   poolcli(src, out, "avg", "-k", "2", "--compress-level", "0"),
+                   ["vips", "shrink", src, vout, "2", "2"]),
+                  ("max 2x2, uncompressed out vs vips reduce 2 2 (linear)",
+                   poolcli(src, out, "max", "-k", "2", "--compress-level", "0"),
+                   ["vips", "reduce", src, vout, "2", "2", "--kernel", "linear"])]
+    for label, ours, theirs in cases:
+        (w, p), (vw, vp) = measure((ours, None), (theirs, None), repeat=repeat)
+        line(label, secs(w), mib(p), secs(vw), mib(vp), f"{w / vw:.2f}")
 
 
 def threads(directory, repeat):
     src = image(directory, 4096, "png")
     out = os.path.join(directory, "t.png")
-    header("4096x4096 RGB PNG, threads (POOLCLI_STREAM_ROWS=64 forces streaming)")
-    for op, extra in (("avg", ["-k", "2"]), ("max", ["-k", "2"])):
-        one = measure(poolcli(src, out, op, *extra), {"POOLCLI_THREADS": "1",
-                                                      "POOLCLI_STREAM_ROWS": "64"}, repeat)
-        two = measure(poolcli(src, out, op, *extra), {"POOLCLI_THREADS": "2",
-                                                      "POOLCLI_STREAM_ROWS": "64"}, repeat)
-        row(f"{op} 2x2: 2 threads vs 1", two, one)
+    table(f"4096x4096 RGB PNG -> PNG, POOLCLI_THREADS=1 vs 2 (POOLCLI_STREAM_ROWS=64), "
+          f"median of {repeat}",
+          ["case", "1 thread", "2 threads", "speedup", "speedup less start-up", "peak 1",
+           "peak 2"])
+    tiny = os.path.join(directory, "tiny.png")
+    if not os.path.exists(tiny):
+        import make_large
+
+        make_large.make_png(tiny, 8, 8)
+    start = measure((poolcli(tiny, os.path.join(directory, "tiny_o.png"), "avg"), None),
+                    repeat=max(3, repeat))[0][0]
+    for op in ("avg", "max"):
+        env1 = {"POOLCLI_THREADS": "1", "POOLCLI_STREAM_ROWS": "64"}
+        env2 = {"POOLCLI_THREADS": "2", "POOLCLI_STREAM_ROWS": "64"}
+        cmd = poolcli(src, out, op, "-k", "2")
+        (w1, p1), (w2, p2) = measure((cmd, env1), (cmd, env2), repeat=repeat)
+        line(f"{op} 2x2", secs(w1), secs(w2), f"{w1 / w2:.2f}x",
+             f"{(w1 - start) / (w2 - start):.2f}x", mib(p1), mib(p2))
+    print(f"\nstart-up (an 8x8 PNG, same command): {secs(start)}")
 
 
 def sizes(directory, quick, repeat):
-    header("avg 2x2 against size (PNG to 8192, tiled TIFF above); vips shrink beside")
+    table(f"avg 2x2 against size (PNG to 8192², tiled TIFF above), median of {repeat}",
+          ["side", "decoded", "poolcli wall", "ns / pixel", "poolcli peak", "vips wall",
+           "vips peak"])
     for side in (1024, 2048, 4096, 8192) + (() if quick else (16384, 30000)):
         kind = "png" if side <= 8192 else "tiff"
         src = image(directory, side, kind)
         ext = "png" if kind == "png" else "tif"
         out, vout = os.path.join(directory, f"s.{ext}"), os.path.join(directory, f"sv.{ext}")
-        row(f"{side}^2 {kind}", measure(poolcli(src, out, "avg", "-k", "2"), repeat=repeat),
-            measure(["vips", "shrink", src, vout, "2", "2"], repeat=repeat))
+        (w, p), (vw, vp) = measure((poolcli(src, out, "avg", "-k", "2"), None),
+                                   (["vips", "shrink", src, vout, "2", "2"], None),
+                                   repeat=repeat)
+        decoded = side * side * 3
+        size = f"{decoded / 2**20:.0f} MiB" if decoded < 2**30 else f"{decoded / 2**30:.1f} GiB"
+        line(f"{side}² {kind.upper()}", size, secs(w), f"{w / (side * side) * 1e9:.1f}",
+             mib(p), secs(vw), mib(vp))
 
 
 def main(argv=None) -> int:
@@ -112,9 +167,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/bench_large")
     parser.add_argument("--only", choices=("8192", "30000", "threads", "sizes"))
+    parser.add_argument("--note", default="", help="a sentence printed under the title "
+                        "(e.g. what else the machine was doing)")
     args = parser.parse_args(argv)
     os.makedirs(args.dir, exist_ok=True)
-    print(f"cores: {os.cpu_count()}; median of {args.repeat}; peak = max ru_maxrss")
+    print(f"### bench_large ({time.strftime('%Y-%m-%d %H:%M')})\n")
+    print(f"{os.cpu_count()} cores, {load()} at the start; walls are medians of {args.repeat} "
+          "runs, poolcli and vips interleaved; peak = the largest ru_maxrss of the runs"
+          + (f". {args.note}" if args.note else ""))
     if args.only in (None, "8192"):
         versus_vips(args.dir, 8192, "png", args.repeat)
     if args.only == "30000" or (args.only is None and not args.quick):
@@ -123,6 +183,7 @@ def main(argv=None) -> int:
         threads(args.dir, args.repeat)
     if args.only in (None, "sizes"):
         sizes(args.dir, args.quick, args.repeat)
+    print(f"\n({load()} at the end)")
     return 0
 
 
