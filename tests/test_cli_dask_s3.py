@@ -213,4 +213,7 @@ def test_when_dask_gives_up_on_a_task_each_image_is_one_failed_line(s3, tmp_path
         if "error" not in r:
             name = pathlib.Path(r["output"]).name
             assert stored[name] == (pathlib.Path("ref") / name).read_bytes(), name
+    # a failed image leaves nothing: what the dead attempt committed of it is removed
+    written = {pathlib.Path(r["output"]).stem for r in records[:-1] if "error" not in r}
+    assert {name.split(".")[0] for name in stored} == written
     assert leftovers(s3, t) == []

@@ -130,9 +130,7 @@ def _race_for_the_image(s3_env, monkeypatch, t: str) -> None:
 
 @pytest.mark.parametrize("side, suffix", [
     ("--indices-png", ".selected.png"),
-    pytest.param("--save-indices", ".indices.npz", marks=pytest.mark.xfail(
-        strict=True, reason="app/jobs.py pool_one stores the map without "
-                            "on_commit=track_commit: the runner never learns of it")),
+    ("--save-indices", ".indices.npz"),
 ], ids=["selected-png", "index-map"])
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_a_failed_image_leaves_no_side_file_on_s3(s3_env, monkeypatch, jobs, side, suffix):

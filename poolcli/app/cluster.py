@@ -39,7 +39,7 @@ from collections import deque
 from typing import Any, Callable, Iterator, Sequence
 
 from poolcli import __version__
-from poolcli.app.runner import Outcome, Runner, guarded, interrupt_signals, \
+from poolcli.app.runner import Outcome, Runner, guarded, interrupt_signals, remove_outputs, \
     reuse_freed_memory, skipped_outcome, sweep_temporaries
 from poolcli.errors import UsageError, one_line
 from poolcli.imageio.files import retried_commits, signals_blocked
@@ -253,11 +253,12 @@ class _Batch:
     milliseconds of scheduling, as much as a small image's work), a few tasks submitted ahead
     of the workers, outcomes taken one by one in input order."""
 
-    def __init__(self, client, jobs: Sequence, fn: Callable, args: tuple, verbose: bool):
+    def __init__(self, client, jobs: Sequence, fn: Callable, args: tuple, verbose: bool,
+                 force: bool = False):
         from distributed import as_completed
 
         self.client, self.task = client, (os.getcwd(), __version__, fn)
-        self.args, self.verbose = args, verbose
+        self.args, self.verbose, self.force = args, verbose, force
         self.run_id = uuid.uuid4().hex
         self.window, self.window_at = 0, 0.0
         self._refresh_window()
@@ -308,7 +309,7 @@ class _Batch:
 
     def _outcome(self, job, future, position: int) -> Outcome:
         return skipped_outcome(job) or self.fetched.pop(job.index, None) \
-            or _result(job, future, position)
+            or _result(job, future, position, self.force)
 
     def _fetch_ready(self) -> None:
         """The outcomes of the finished tasks at the head of the order, in one request."""
@@ -347,12 +348,20 @@ class _Batch:
         self.order.clear()
 
 
-def _result(job, future, position: int) -> Outcome:
+def _result(job, future, position: int, force: bool = False) -> Outcome:
     """The outcome of ``job`` in its task, or that input's one-line error when the task never
-    returned (its workers died, it was cancelled, the worker could not load poolcli)."""
+    returned (its workers died, it was cancelled, the worker could not load poolcli).
+
+    An attempt that died may have committed some of the job's files before it did: without
+    ``--force`` none of them existed when the run was planned (the plan refuses existing
+    outputs), so whatever is there now is that attempt's, and a failed input leaves no output.
+    With ``--force`` they may be the previous run's, which are left alone.
+    """
     try:
         return future.result()[position]
     except Exception as exc:
+        if not force:
+            remove_outputs([p for p in (job.output, *job.side) if p and p != "-"])
         name = type(exc).__name__
         if name == "KilledWorker":
             why = ("the workers running it died (killed, or out of memory) too many times "
@@ -368,15 +377,15 @@ class ClusterRunner(Runner):
     distributed = True
 
     def __init__(self, reporter, tally, *, address: str, fail_fast: bool = False,
-                 verbose: bool = False):
+                 verbose: bool = False, force: bool = False):
         super().__init__(reporter, tally, workers=1, fail_fast=fail_fast, verbose=verbose)
-        self.address = address
+        self.address, self.force = address, force
 
     def run(self, jobs: Sequence, fn: Callable, args: tuple = ()) -> None:
         jobs = list(jobs)
         with interrupt_signals(), connected(self.address) as client:
             self.reporter.started(len(jobs))
-            batch = _Batch(client, jobs, fn, args, self.verbose)
+            batch = _Batch(client, jobs, fn, args, self.verbose, self.force)
             try:
                 for outcome in batch.outcomes():
                     with signals_blocked():  # counted and marked reported together
@@ -398,7 +407,7 @@ class ClusterRunner(Runner):
         combines results, as batch-norm fitting does); Ctrl-C cancels the rest."""
         jobs = list(jobs)
         with interrupt_signals(), connected(self.address) as client:
-            batch = _Batch(client, jobs, fn, args, self.verbose)
+            batch = _Batch(client, jobs, fn, args, self.verbose, self.force)
             try:
                 yield from batch.outcomes()
             finally:

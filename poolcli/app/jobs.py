@@ -16,6 +16,7 @@ from typing import Any
 
 from poolcli import registry
 from poolcli.app.outputs import WriteOptions, provenance, write_values
+from poolcli.app.runner import track_commit
 from poolcli.errors import PoolcliError
 
 __all__ = ["read", "build_record", "channel_stats", "Background", "PoolSpec", "pool_one",
@@ -175,7 +176,8 @@ def pool_one(job, spec: PoolSpec, opts: WriteOptions, max_pixels) -> dict:
         meta = indexmap.build_meta(operator=op.name, params=spec.params, input_shape=x.shape,
                                    input_dtype=x.dtype, output_shape=values.shape,
                                    source=img.source)
-        indexmap.save(map_path, result.indices, meta, overwrite=opts.force)
+        indexmap.save(map_path, result.indices, meta, overwrite=opts.force,
+                      on_commit=track_commit)  # a failed or interrupted job removes it
         extra["indices"] = map_path
     made = provenance("pool", op.name, spec.params, result.info)
     if spec.indices_png:

@@ -29,7 +29,7 @@ from poolcli.imageio.store import remove as remove_url
 
 __all__ = ["Outcome", "Tally", "Runner", "Interrupted", "guarded", "interrupt_signals",
            "default_workers", "committed", "track_commit", "skipped_outcome",
-           "sweep_temporaries", "reuse_freed_memory"]
+           "sweep_temporaries", "reuse_freed_memory", "remove_outputs"]
 
 #: Exceptions a job may raise that are about its input, not a bug: one line, the batch goes on.
 INPUT_ERRORS = (PoolcliError, ValueError, TypeError, MemoryError, OverflowError, OSError)
@@ -146,13 +146,13 @@ def guarded(fn: Callable, job: Any, args: tuple, verbose: bool = False) -> Outco
         main = getattr(job, "output", None)
         if main in done:  # the result is complete; count it
             return Outcome(index, source, "interrupted", {"output": main}, written=done)
-        _remove(done)  # side files without their image are useless
+        remove_outputs(done)  # side files without their image are useless
         return Outcome(index, source, "interrupted", written=[])
     except INPUT_ERRORS as exc:
-        _remove(committed())
+        remove_outputs(committed())
         return Outcome(index, source, "error", message=error_message(exc, source, verbose))
     except Exception as exc:  # a bug in poolcli: still one input's failure, loudly named
-        _remove(committed())
+        remove_outputs(committed())
         message = error_message(exc, source, verbose)
         first, _, rest = message.partition("\n")
         hint = "" if verbose else " (-v shows the traceback)"
@@ -187,7 +187,7 @@ def error_message(exc: BaseException, source: str | None, verbose: bool = False)
     return message
 
 
-def _remove(paths: Sequence[str]) -> None:
+def remove_outputs(paths: Sequence[str]) -> None:
     """Delete files a failed or interrupted job committed: local files here, URLs (an object
     on S3, ...) through the store, which knows them."""
     for path in paths:

@@ -138,7 +138,7 @@ def runner_for(reporter, b: BatchArgs, workers: int = 1, *, local: str | None = 
         from poolcli.app.cluster import ClusterRunner
 
         return ClusterRunner(reporter, reporter.tally, address=b.dask, fail_fast=b.fail_fast,
-                             verbose=b.verbose)
+                             verbose=b.verbose, force=b.force)
     from poolcli.app.runner import Runner
 
     return Runner(reporter, reporter.tally, workers=workers, fail_fast=b.fail_fast,
