@@ -5,6 +5,7 @@ AWS variables. Outputs are byte-identical to the same run on local files."""
 from __future__ import annotations
 
 import json
+import pathlib
 import shutil
 
 import pytest
@@ -232,3 +233,28 @@ def test_file_urls_work_like_paths(tmp_path):
     assert (tmp_path / "o" / "camera_max.png").exists()
     r = run_process("pool", f"file://{tmp_path}/camera.png", "-o", tmp_path / "camera.png")
     assert r.returncode == 2 and "would overwrite an input" in r.stderr
+
+
+def test_compare_sheet_to_s3_file_and_prefix_is_the_local_sheet(s3, tmp_path):
+    """compare's -o takes a URL like every other -o: a key, or a prefix the sheet goes under
+    with its default name; an existing sheet is refused without --force; nothing local is
+    created (a URL is not a directory to make)."""
+    t = s3.prefix()
+    s3.put(f"{t}/in/camera.png", CAMERA)
+    (tmp_path / "camera.png").write_bytes(CAMERA)
+    sheet = ["compare", "--ops", "max,avg", "-k", "4", "-q"]
+    r = run_process(*sheet, str(tmp_path / "camera.png"), "-o", str(tmp_path / "local.png"))
+    assert r.returncode == 0, r.stderr
+    expected = (tmp_path / "local.png").read_bytes()
+    r = poolcli(s3, *sheet, f"{t}/in/camera.png", "-o", f"{t}/sheets/one.png")
+    assert r.returncode == 0, r.stderr
+    assert s3.cat(f"{t}/sheets/one.png") == expected
+    r = poolcli(s3, *sheet, f"{t}/in/camera.png", "-o", f"{t}/sheets/")
+    assert r.returncode == 0, r.stderr
+    assert s3.cat(f"{t}/sheets/camera_compare.png") == expected
+    r = poolcli(s3, *sheet, f"{t}/in/camera.png", "-o", f"{t}/sheets/one.png")
+    assert r.returncode == 2
+    assert one_line_error(r).endswith(f"{t}/sheets/one.png exists; use --force to replace")
+    r = poolcli(s3, *sheet, f"{t}/in/camera.png", "-o", f"{t}/sheets/one.png", "--force")
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob("s3*")) and not pathlib.Path("s3:").exists()

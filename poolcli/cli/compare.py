@@ -9,6 +9,7 @@ import click
 from poolcli import registry
 from poolcli.cli import common
 from poolcli.cli.options import CONTEXT, BatchArgs, op_options, preview_option, usage
+from poolcli.errors import UsageError
 
 DEFAULT_OPS = ("max", "avg", "min", "stochastic", "sort", "lp")
 DEFAULT_TILE = 256
@@ -31,6 +32,15 @@ def _parse_ops(text: str):
     return ops
 
 
+def _is_directory(output: str) -> bool:
+    """A local directory, or a URL prefix ("s3://bucket/sheets/", or one holding objects)."""
+    from poolcli.imageio import store
+
+    if store.is_url(output):
+        return output.endswith("/") or store.is_dir(output)
+    return os.path.isdir(output)
+
+
 def _sheet_path(jobs, output) -> str:
     """Where the sheet goes ("-" for stdout); usage errors for stdin without -o, suffixes."""
     from poolcli.formats import SUFFIX_FORMAT
@@ -44,7 +54,7 @@ def _sheet_path(jobs, output) -> str:
             raise usage("the first input is standard input: give the sheet a name with "
                         "-o FILE (or -o - for stdout)")
         path = os.path.join(os.path.dirname(first), default_name)
-    elif os.path.isdir(output):
+    elif _is_directory(output):
         path = os.path.join(output, "stdin_compare.png" if first == "-" else default_name)
     else:
         path = output
@@ -124,8 +134,8 @@ def command(inputs, ops_text, diff_ref, selection, tile_size, cols, title, outpu
     path = _sheet_path(plan.jobs, output)
     if path != "-":  # the sheet is checked like any output: never an input, never a surprise
         plan.add_run_output(path)
-        if os.path.lexists(path) and not force:
-            raise usage(f"{path} exists; use --force to replace it")
+        if not force and plan.existing():  # one line and exit 2, as every command says it
+            raise UsageError(f"{path} exists; use --force to replace")
     seed_drawn = any("seed" in op.params for op in ops) and params.get("seed") is None
     if seed_drawn:
         params["seed"] = registry.new_seed()
@@ -153,12 +163,14 @@ def _diff_ref(diff_ref, ops):
 def _write(sheet, path: str, force: bool, ops) -> None:
     from poolcli import imageio
     from poolcli.app.runner import track_commit
+    from poolcli.imageio import store
 
     made = {"command": "compare", "op": ",".join(op.name for op in ops)}
     if path == "-":
         imageio.write_image("-", sheet.picture, format="PNG", provenance=made)
         return
-    imageio.make_parent_dirs(path)
+    if not store.is_url(path):  # a store has no directories to make
+        imageio.make_parent_dirs(path)
     imageio.write_image(path, sheet.picture, overwrite=force, on_commit=track_commit,
                         provenance=made)
 
