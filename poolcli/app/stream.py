@@ -43,10 +43,12 @@ from poolcli import registry
 __all__ = ["STREAM_BYTES", "BAND_BYTES", "ROWS_ENV", "THREADS_ENV", "pool_stream", "threads",
            "band_geometry"]
 
-#: Decoded size from which an image is streamed. Measured (2 cores, avg 2x2 to PNG): a 2048²
-#: RGB PNG (12 MiB) takes 0.57 s streamed against 0.92 s in memory, 8192² 2.2 s against 3.5 s,
-#: so streaming is not slower from about here on; below, one band is the whole image anyway.
-STREAM_BYTES = 8 << 20
+#: Decoded size from which an image is streamed. Measured with the read-ahead pipeline (2 cores,
+#: whole processes, median of 7, max and avg 2x2 RGB PNG to PNG): streamed against in memory,
+#: 2048² 295/275 ms against 248/238 ms, 3072² 366/378 against 345/353, 4096² 512/557 against
+#: 516/557: the in-memory decoder and encoder work on whole buffers and win on small images,
+#: so streaming starts where it stops costing time (and memory starts to matter): 32 MiB.
+STREAM_BYTES = 32 << 20
 #: Input bytes per band (about); a band is at least one output row.
 BAND_BYTES = 2 << 20
 #: Force streaming with this many output rows per band (tests, experiments).
