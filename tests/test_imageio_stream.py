@@ -555,3 +555,26 @@ def test_writer_refuses_what_the_format_cannot_store(tmp_path):
             writer.write_rows(np.zeros((2, 4, 1), np.uint8))
         with pytest.raises(ValueError):
             writer.write_rows(np.zeros((5, 3, 1), np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "NPY"])
+def test_writer_rerun_of_a_retried_task_is_idempotent(tmp_path, fmt):
+    """A Dask task rerun after its first attempt committed a large streamed output: inside
+    retried_commits() the same bytes count as committed, other bytes are still refused; outside
+    it an existing output is refused before any band is encoded."""
+    from poolcli.imageio.files import retried_commits
+
+    a = image(40, 30, 3)
+    target = tmp_path / f"out.{fmt.lower()}"
+    write_bands(target, a, fmt)
+    first = target.read_bytes()
+    committed = []
+    with retried_commits():
+        write_bands(target, a, fmt, on_commit=committed.append)
+        assert target.read_bytes() == first and committed == [str(target)]
+        with pytest.raises(ImageWriteError, match="exists"):
+            write_bands(target, a[::-1].copy(), fmt)
+    assert target.read_bytes() == first and not leftovers(tmp_path)
+    with pytest.raises(ImageWriteError, match="exists"):
+        open_band_writer(target, height=40, width=30, channels=3, dtype=np.uint8, fmt=fmt,
+                         overwrite=False)

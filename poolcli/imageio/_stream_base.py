@@ -25,6 +25,7 @@ from poolcli.imageio.files import (
     default_file_mode,
     link_no_clobber,
     os_problem,
+    retrying,
     signals_blocked,
     temp_prefix,
 )
@@ -223,7 +224,9 @@ class BandWriter:
         target = self.target
         if os.path.isdir(target):
             raise ImageWriteError(f"{target}: is a directory")
-        if not self._overwrite and os.path.lexists(target):
+        # inside retried_commits() an existing target may be this very output, committed by an
+        # earlier attempt of a retried task: the commit (link_no_clobber) compares the bytes
+        if not self._overwrite and not retrying() and os.path.lexists(target):
             raise ImageWriteError(f"{target}: exists (use --force to replace)")
         directory = os.path.dirname(os.path.abspath(target))
         try:
