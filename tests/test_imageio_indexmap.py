@@ -417,3 +417,77 @@ def test_channels_must_agree(tmp_path):
     idx, meta = pooled()
     refused(craft(tmp_path, idx=idx[:, :, :2], meta=meta | {"output_shape": [4, 5, 2]}),
             "2 index channels for a 3-channel input", "'input_shape'")
+
+
+# ---- written band by band, loaded lazily (large maps, issue 17) ----------------------------
+
+
+@pytest.mark.parametrize("shape,band", [((8, 10, 3), 1), ((8, 10, 3), 3), ((30, 7, 1), 4),
+                                        ((1, 1, 2), 1)])
+def test_a_map_written_band_by_band_has_the_bytes_of_save(tmp_path, shape, band):
+    x = RNG.integers(0, 255, (2 * shape[0], 2 * shape[1], shape[2]), dtype=np.uint8)
+    _, idx = max_pool2d(x, 2, return_indices=True)
+    meta = indexmap.build_meta(operator="max", params={"kernel": (2, 2)}, input_shape=x.shape,
+                               input_dtype=x.dtype, output_shape=idx.shape, source="in.png")
+    whole, banded = tmp_path / "whole.indices.npz", tmp_path / "sub" / "banded.indices.npz"
+    indexmap.save(whole, idx, meta)
+    committed = []
+    with indexmap.open_writer(str(banded), shape=idx.shape, meta=meta,
+                              on_commit=committed.append) as writer:
+        for a in range(0, idx.shape[0], band):
+            writer.write_rows(idx[a : a + band])
+        writer.commit()
+    assert whole.read_bytes() == banded.read_bytes()
+    assert committed == [str(banded)]
+
+
+def test_an_aborted_band_writer_leaves_nothing(tmp_path, capfd):
+    idx, meta = pooled()
+    target = tmp_path / "m.indices.npz"
+    with pytest.raises(RuntimeError):
+        with indexmap.open_writer(str(target), shape=idx.shape, meta=meta) as writer:
+            writer.write_rows(idx[:2])
+            raise RuntimeError("stop")
+    import gc
+
+    gc.collect()
+    assert os.listdir(tmp_path) == []
+    assert capfd.readouterr().err == ""  # the half-written archive did not complain
+    (tmp_path / "m.indices.npz").write_bytes(b"x")
+    with pytest.raises(Exception, match="exists"):
+        indexmap.open_writer(str(target), shape=idx.shape, meta=meta)
+
+
+def test_a_large_stored_map_loads_lazily_and_reads_bands(tmp_path, monkeypatch):
+    import pickle
+
+    idx, meta = pooled((20, 14, 3))
+    path = tmp_path / "m.indices.npz"
+    indexmap.save(path, idx, meta)
+    assert not indexmap.load(path).lazy
+    monkeypatch.setattr(indexmap, "LAZY_BYTES", 1)
+    m = indexmap.load(path)
+    assert m.lazy and m.shape == idx.shape
+    assert np.array_equal(m.rows(2, 5), idx[2:5]) and m.rows(2, 5).dtype == np.int64
+    assert len(pickle.dumps(m)) < idx.nbytes
+    again = pickle.loads(pickle.dumps(m))
+    assert np.array_equal(again.indices, idx) and not again.lazy
+    assert m.geometry() == indexmap.IndexMap(idx, meta).geometry()
+    os.utime(path, ns=(0, 0))  # the file changed since it was checked
+    with pytest.raises(IndexMapError, match="changed since it was checked"):
+        m.rows(0, 1)
+
+
+def test_a_lazy_map_checks_every_index_and_its_crc(tmp_path, monkeypatch):
+    monkeypatch.setattr(indexmap, "LAZY_BYTES", 1)
+    idx, meta = pooled()
+    bad = idx.copy()
+    bad[-1, -1, -1] = 8 * 10
+    path = tmp_path / "m.indices.npz"
+    indexmap.save(path, bad, meta)
+    refused(path, "outside the 8x10 input plane")
+    indexmap.save(path, idx, meta, overwrite=True)
+    data = bytearray(path.read_bytes())
+    data[data.find(b"indices.npy") + 200] ^= 0xFF  # inside the indices' data
+    path.write_bytes(bytes(data))
+    refused(path, "CRC")

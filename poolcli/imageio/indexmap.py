@@ -53,6 +53,7 @@ from poolcli.imageio._sidefile import (
 from poolcli.imageio.files import atomic_write, make_parent_dirs
 from poolcli.imageio.read import DEFAULT_MAX_PIXELS
 from poolcli.imageio.store import is_url, write_bytes
+from poolcli.imageio.stream import BandWriter
 
 FORMAT = "poolcli-indices"
 FORMAT_VERSION = 1
@@ -77,6 +78,9 @@ _CHUNK = 16 << 20  # bytes read from a zip member at a time
 _EOCD_SEARCH = 22 + 65535  # the end-of-directory record and the longest zip comment
 _MAX_DIRECTORY_ENTRIES = 16
 _MAX_DIRECTORY_BYTES = 64 << 10
+#: Indices of at least this many bytes, stored uncompressed in a local file, are loaded lazily
+#: (checked while loading, read when used, or a band of rows at a time: :meth:`IndexMap.rows`).
+LAZY_BYTES = 32 << 20
 
 __all__ = [
     "FORMAT",
@@ -84,21 +88,58 @@ __all__ = [
     "MAX_FILE_BYTES",
     "SUFFIX",
     "IndexMap",
+    "IndexMapWriter",
+    "LAZY_BYTES",
     "build_meta",
     "load",
     "map_path_for",
+    "open_writer",
     "save",
 ]
 
 
 class IndexMap:
     """A loaded map: ``indices`` (H_out, W_out, C) int64, its ``meta`` dict, and the ``path`` it
-    was loaded from (``None`` for a map made in memory, as a pipeline stage does)."""
+    was loaded from (``None`` for a map made in memory, as a pipeline stage does).
 
-    def __init__(self, indices: np.ndarray, meta: dict, path: str | None = None):
-        self.indices = indices
+    A large map loaded from a local file whose ``indices`` member is stored uncompressed is
+    *lazy* (:func:`load`): everything was checked while loading, but the array is read only
+    when :attr:`indices` is first used; :meth:`rows` reads a band of its rows from the file
+    without ever holding the whole array (banded unpooling). A lazy map pickles small (path and
+    offset), so a worker process reads the rows itself."""
+
+    def __init__(self, indices: np.ndarray | None, meta: dict, path: str | None = None, *,
+                 stored: _StoredIndices | None = None):
+        self._indices = indices
         self.meta = meta
         self.path = path
+        self._stored = stored
+
+    @property
+    def indices(self) -> np.ndarray:
+        if self._indices is None:
+            self._indices = self._stored.read(0, self._stored.shape[0])
+        return self._indices
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the indices are still in the file only."""
+        return self._indices is None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The indices' shape, without reading them."""
+        if self._indices is None:
+            return self._stored.shape
+        shape = self._indices.shape
+        return (shape[0], shape[1], shape[2] if len(shape) > 2 else 1)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Index rows ``[start, stop)`` as int64 ``(n, W_out, C)``: from the file when lazy."""
+        if self._indices is None:
+            return self._stored.read(start, stop)
+        idx = self._indices if self._indices.ndim == 3 else self._indices[:, :, None]
+        return np.asarray(idx[start:stop], dtype=np.int64)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -121,7 +162,7 @@ class IndexMap:
                 "stride": tuple(m.get("stride") or k),
                 "padding": tuple(m.get("padding") or (0, 0)),
             }
-        out_h, out_w = self.indices.shape[:2]
+        out_h, out_w = self.shape[:2]
         in_h, in_w = self.input_shape[:2]
         if out_h > in_h or out_w > in_w:
             where = f"{self.path}: " if self.path else ""
@@ -208,15 +249,79 @@ def _encode(fh: BinaryIO, indices: np.ndarray, meta: dict) -> None:
     ``np.savez`` wrote for such maps on Linux (any numpy reads it); :func:`load` still reads
     maps written with real dates, byte orders or layouts.
     """
-    text = json.dumps(meta)
     members = (("indices.npy", np.ascontiguousarray(indices, dtype="<i8")),
-               ("meta.npy", np.array(text, dtype=f"<U{max(1, len(text))}")))
+               ("meta.npy", _meta_array(meta)))
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         for name, array in members:
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.create_system, info.external_attr = 3, 0  # Unix, no mode bits (as numpy)
-            with zf.open(info, "w", force_zip64=True) as member:
+            with zf.open(_zip_info(name), "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, version=(1, 0), allow_pickle=False)
+
+
+def _zip_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.create_system, info.external_attr = 3, 0  # Unix, no mode bits (as numpy)
+    return info
+
+
+def _meta_array(meta: dict) -> np.ndarray:
+    text = json.dumps(meta)
+    return np.array(text, dtype=f"<U{max(1, len(text))}")
+
+
+class IndexMapWriter(BandWriter):
+    """A map written a band of rows at a time (:func:`open_writer`): the bytes :func:`save`
+    writes for the whole array. The ``indices`` member is opened as :func:`_encode` opens it
+    (stored, zip64 sizes, dated :data:`_ZIP_DATE`), its ``.npy`` 1.0 header first, then the rows
+    as they come; ``zipfile`` rewrites the member's local header with the final sizes and CRC
+    when it closes, as it does for the whole array, and ``meta`` follows."""
+
+    def __init__(self, target: str, *, meta: dict, **kw):
+        self._meta = meta
+        self._zip: zipfile.ZipFile | None = None
+        self._member = None
+        super().__init__(target, dtype=np.dtype("<i8"), **kw)
+
+    def _start(self, fh: BinaryIO) -> None:
+        self._zip = zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED)
+        self._member = self._zip.open(_zip_info("indices.npy"), "w", force_zip64=True)
+        header = {"descr": "<i8", "fortran_order": False,
+                  "shape": (self.height, self.width, self.channel_count)}
+        np.lib.format.write_array_header_1_0(self._member, header)
+
+    def _encode(self, fh: BinaryIO, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype="<i8")
+        self._member.write(memoryview(data.reshape(-1)).cast("B"))
+
+    def _finish(self, fh: BinaryIO) -> None:
+        member, self._member = self._member, None
+        member.close()
+        with self._zip.open(_zip_info("meta.npy"), "w", force_zip64=True) as out:
+            np.lib.format.write_array(out, _meta_array(self._meta), version=(1, 0),
+                                      allow_pickle=False)
+        archive, self._zip = self._zip, None
+        archive.close()
+
+    def _discard(self) -> None:
+        """Close the half-written archive before its file is closed and deleted (its objects
+        would otherwise try to finish it when collected, and complain)."""
+        member, archive, self._member, self._zip = self._member, self._zip, None, None
+        for obj in (member, archive):
+            if obj is not None:
+                try:
+                    obj.close()  # marks itself closed first, even if the writing fails
+                except Exception:  # the file is being thrown away anyway
+                    pass
+
+
+def open_writer(path: str, *, shape, meta: dict, overwrite: bool = False,
+                on_commit: Callable[[str], None] | None = None) -> IndexMapWriter:
+    """An :class:`IndexMapWriter` for int64 indices of ``shape`` ``(H_out, W_out, C)`` at the
+    local ``path``: ``write_rows`` the bands in order, then ``commit`` (a temporary file renamed
+    as :func:`~poolcli.imageio.files.atomic_write` does); the file equals :func:`save`'s."""
+    h, w, c = (int(v) for v in shape)
+    make_parent_dirs(path)
+    return IndexMapWriter(os.fspath(path), meta=meta, height=h, width=w, channels=c,
+                          overwrite=overwrite, on_commit=on_commit)
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -268,6 +373,8 @@ def _load_zip(fh: BinaryIO, name: str, max_pixels: int | None, max_bytes: int) -
             raise IndexMapError(f"{name}: corrupt metadata (member 'meta'): {exc}") from None
         _check_meta(meta, name, max_pixels)
         indices = _read_indices(zf, members["indices"], name, meta, max_bytes)
+    if isinstance(indices, _StoredIndices):
+        return IndexMap(None, meta, name, stored=indices)
     return IndexMap(indices, meta, name)
 
 
@@ -424,14 +531,99 @@ def _read_indices(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, meta: d
             raise IndexMapError(f"{name}: member 'indices': {human_bytes(nbytes)} of indices, "
                                 f"over the {human_bytes(max_bytes)} limit")
         _check_size(info, header, nbytes, name, "indices")
+        if _lazy(zf, info, dtype, fortran, nbytes):
+            return _StoredIndices.checked(zf, info, fh, header, shape, name, (h, w))
         data = _read_member_data(fh, nbytes, name, "indices")
     indices = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    plane = h * w
+    _check_range(indices, h * w, name, meta)
+    return indices.astype(np.int64, copy=False)
+
+
+def _check_range(indices: np.ndarray, plane: int, name: str, meta: dict) -> None:
     if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        h, w, _ = meta["input_shape"]
         raise IndexMapError(
             f"{name}: corrupt map: indices outside the {h}x{w} input plane (field 'input_shape')"
         )
-    return indices.astype(np.int64, copy=False)
+
+
+def _lazy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype, fortran: bool,
+          nbytes: int) -> bool:
+    """Whether to leave the indices in the file: large, stored as is, little-endian int64 in C
+    order, in a local file (a URL's map is in memory already)."""
+    return (nbytes >= LAZY_BYTES and info.compress_type == zipfile.ZIP_STORED and not fortran
+            and dtype == np.dtype("<i8") and _has_descriptor(zf.fp))
+
+
+def _has_descriptor(fh) -> bool:
+    try:
+        fh.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return True
+
+
+class _StoredIndices:
+    """Where a stored ``indices`` member's data lie in a local file, checked once (every index
+    in the plane, the CRC) and read again a band of rows at a time; the file must not have
+    changed since (size and modification time)."""
+
+    def __init__(self, path: str, name: str, offset: int, shape, plane: int, stamp):
+        self.path, self.name, self.offset = path, name, offset
+        self.shape = tuple(int(v) for v in shape)
+        self.plane, self.stamp = plane, stamp
+
+    @classmethod
+    def checked(cls, zf: zipfile.ZipFile, info: zipfile.ZipInfo, fh: BinaryIO, header: int,
+                shape, name: str, dims: tuple[int, int]) -> _StoredIndices:
+        plane = dims[0] * dims[1]
+        row = shape[1] * shape[2] * 8
+        block = max(1, _CHUNK // max(1, row)) * row
+        left = info.file_size - header
+        while left:
+            data = fh.read(min(block, left))
+            if not data or len(data) % 8:
+                raise IndexMapError(f"{name}: member 'indices' is truncated")
+            chunk = np.frombuffer(data, "<i8")
+            if chunk.min() < 0 or chunk.max() >= plane:
+                raise IndexMapError(f"{name}: corrupt map: indices outside the "
+                                    f"{dims[0]}x{dims[1]} input plane (field 'input_shape')")
+            left -= len(data)
+        if fh.read(1):  # the member's end: zipfile checks the CRC
+            raise IndexMapError(f"{name}: member 'indices' is longer than its header says")
+        raw = zf.fp
+        raw.seek(info.header_offset)
+        local = raw.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise IndexMapError(f"{name}: member 'indices' has no local header")
+        skip = 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30],
+                                                                            "little")
+        st = os.fstat(raw.fileno())
+        return cls(os.path.abspath(name), name, info.header_offset + skip + header, shape,
+                   plane, (st.st_size, st.st_mtime_ns, st.st_ino))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as native int64, each index checked again."""
+        h, w, c = self.shape
+        start, stop = max(0, start), min(h, stop)
+        count = max(0, stop - start) * w * c
+        try:
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if (st.st_size, st.st_mtime_ns, st.st_ino) != self.stamp:
+                    raise IndexMapError(f"{self.name}: index map changed since it was checked")
+                fh.seek(self.offset + start * w * c * 8)
+                data = bytearray(count * 8)
+                got = fh.readinto(data)
+        except OSError as exc:
+            raise IndexMapError(f"{self.name}: cannot read the index map ({_short(exc)})") \
+                from None
+        if got != count * 8:
+            raise IndexMapError(f"{self.name}: index map changed since it was checked")
+        rows = np.frombuffer(data, "<i8").reshape(-1, w, c).astype(np.int64, copy=False)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.plane):
+            raise IndexMapError(f"{self.name}: index map changed since it was checked")
+        return rows
 
 
 def _dims(shape) -> str:
