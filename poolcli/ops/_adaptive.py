@@ -14,6 +14,7 @@ subtlety, the sign of zero sums).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -66,6 +67,13 @@ class _Windows:
                 and (self.starts[q:] == self.starts[:-q] + p).all()
                 and (self.ends[q:] == self.ends[:-q] + p).all()):
             self.period = (q, p)
+        self.offset = 0  # first input row held by the array the windows are applied to
+
+    def shifted(self, r0: int) -> "_Windows":
+        """These windows (same passes) over an array holding input rows ``r0`` on."""
+        other = copy.copy(self)
+        other.starts, other.ends, other.offset = self.starts - r0, self.ends - r0, r0
+        return other
 
     def classes(self, lo: int, hi: int):
         """For windows ``[lo, hi)`` with a period: ``(a, count, start, length)`` of each residue
@@ -156,11 +164,25 @@ def _signed_zero_rows(kind, dtype, acc, win: _Windows):
     return rows if rows.any() else None
 
 
+def banded_height(kind, dtype, acc, n: int):
+    """``(inner, block)`` when the height pass of one window over all ``n`` rows (global
+    pooling) is the slab path: blocks of ``block`` rows from row 0, each reduced in ``inner``
+    and added in order to ``acc`` (one block for max/min). A band-by-band reduction that cuts
+    the same blocks (:class:`poolcli.ops.adaptive.GlobalPool`) then gives the same bits;
+    ``None`` for the other passes (short or uniform windows)."""
+    win = _Windows(np.array([0]), np.array([n]), n)
+    if win.fixed is not None or win.period is not None or win.lmax <= _SLAB_ROWS:
+        return None
+    return _slab_dtype(dtype, acc) if kind == "sum" else (np.dtype(acc), 1 << 62)
+
+
 def _height_windows(kind, img, win: _Windows, i0, i1, st, tmp_row, cast_buf=None):
     """Reduce the adaptive row windows ``[i0, i1)`` of ``img`` (H, W, C) into ``st`` (r, W, C)."""
     ufunc = UFUNCS[kind]
     if win.fixed is not None:
-        apply_taps(kind, st, lambda a, z, step: img[a:z:step], win.fixed, i0, i1, 0)
+        off = win.offset
+        apply_taps(kind, st, lambda a, z, step: img[a - off : z - off : step], win.fixed, i0, i1,
+                   0)
         return
     if _height_by_class(kind, img.dtype, st.dtype, win):
         _height_classes(kind, img, win, i0, i1, st, cast_buf)
@@ -261,7 +283,8 @@ def _width_windows(kind, st, win: _Windows, dst, bufs):
 
 
 @overflow_is_inf
-def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_dtype=None):
+def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_dtype=None,
+                    band=None, heights=None):
     """Reduce adaptive windows ``[start, end)`` (per axis, as from ``adaptive_bounds``).
 
     Uniform windows (the size divides evenly) go through :func:`reduce_strips`; otherwise long
@@ -269,18 +292,26 @@ def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_d
     of output rows. Sums of ``kind == "sum"`` are exact in integer accumulators; float32 slabs
     are summed in float32 blocks of at most 64 rows added in ``acc_dtype``. ``post`` as in
     :func:`reduce_strips`.
+
+    ``band = (a, b, r0)``: output rows ``[a, b)`` only, of an image ``bounds_h[1][-1]`` rows
+    high of which ``x4`` holds the rows from ``r0`` on; each row goes through the whole image's
+    passes in the same order, so its bits are the whole image's. ``heights``: the height pass
+    already done, ``(n, oh, W, C)`` in ``acc_dtype`` (``x4`` then only gives shape and dtype).
     """
     n, h, w, c = x4.shape
     acc = np.dtype(acc_dtype)
+    a, b, r0 = band or (0, len(bounds_h[0]), 0)
     if x4.size == 0:
-        return np.empty((n, len(bounds_h[0]), len(bounds_w[0]), c),
+        return np.empty((n, b - a, len(bounds_w[0]), c),
                         acc if post is None else np.dtype(out_dtype))
-    wh, ww = _Windows(*bounds_h, h), _Windows(*bounds_w, w)
-    if wh.fixed is not None and ww.fixed is not None:
-        return reduce_strips(x4, wh.fixed, ww.fixed, kind, acc, post=post, out_dtype=out_dtype)
+    wh = _Windows(*bounds_h, h if band is None else int(bounds_h[1][-1]))
+    ww = _Windows(*bounds_w, w)
+    if wh.fixed is not None and ww.fixed is not None and heights is None:
+        return _fixed_band(x4, wh, ww, kind, acc, post, out_dtype, (a, b, r0))
+    wh = wh.shifted(r0) if r0 else wh
     out_dtype = acc if post is None else np.dtype(out_dtype)
-    oh, ow = wh.out, ww.out
-    if not x4[0].flags.c_contiguous:
+    ow = ww.out
+    if heights is None and not x4[0].flags.c_contiguous:
         x4 = np.ascontiguousarray(x4)
     if ww.fixed is not None:
         width = WidthPass(ww.fixed, c, acc)
@@ -292,15 +323,15 @@ def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_d
     # cannot convert.
     direct = post is not None and holds(out_dtype, acc) and (
         out_dtype == acc or width is not None or ow <= _FOLD_WINDOWS or ww.period is not None)
-    buf = np.empty((n, oh, c, ow) if planar else (n, oh, ow, c), out_dtype)
+    buf = np.empty((n, b - a, c, ow) if planar else (n, b - a, ow, c), out_dtype)
     out = buf.transpose(0, 1, 3, 2) if planar else buf
     by_class = _height_by_class(kind, x4.dtype, acc, wh) and x4.dtype != acc
-    per_row = w * c * acc.itemsize * (3 + (-(-h // oh) if by_class else 0))
-    rows = strip_rows(oh, per_row)
+    per_row = w * c * acc.itemsize * (3 + (-(-wh.n // wh.out) if by_class else 0))
+    rows = strip_rows(b - a, per_row)
     st = np.empty((rows, w, c), acc)
     cast_buf = None  # input rows of a strip converted to acc, for periodic row windows
     if by_class:
-        span = max(int(wh.ends[i : i + rows].max() - wh.starts[i]) for i in range(0, oh, rows))
+        span = max(int(wh.ends[i : i + rows].max() - wh.starts[i]) for i in range(a, b, rows))
         cast_buf = np.empty((span, w, c), acc)
     tmp_row = np.empty(w * c * 8, np.uint8)
     bufs = {}
@@ -317,26 +348,42 @@ def adaptive_reduce(x4, bounds_h, bounds_w, kind, acc_dtype, *, post=None, out_d
     zero_rows = _signed_zero_rows(kind, x4.dtype, acc, wh)
     if zero_rows is not None and out.dtype.kind != "f":
         zero_rows = None
-    for b in range(n):
-        img = x4[b]
-        for i0 in range(0, oh, rows):
-            i1 = min(oh, i0 + rows)
-            s = st[: i1 - i0]
-            _height_windows(kind, img, wh, i0, i1, s, tmp_row, cast_buf)
-            dst = out[b, i0:i1] if post is None or direct else sums[: i1 - i0]
+    for m in range(n):
+        img = x4[m]
+        for i0 in range(a, b, rows):
+            i1 = min(b, i0 + rows)
+            s, o = st[: i1 - i0], out[m, i0 - a : i1 - a]
+            if heights is None:
+                _height_windows(kind, img, wh, i0, i1, s, tmp_row, cast_buf)
+            else:
+                np.copyto(s, heights[m, i0:i1])
+            dst = o if post is None or direct else sums[: i1 - i0]
             if width is not None:
                 width.run(kind, s, dst, mbuf)
             else:
                 _width_windows(kind, s, ww, dst, bufs)
             if post is not None:
-                post(dst, out[b, i0:i1], i0, i1)
+                post(dst, o, i0, i1)
             if zero_rows is not None:
-                o, z = out[b, i0:i1], zero_rows[i0:i1]
+                z = zero_rows[i0:i1]
                 if z.all():
                     np.add(o, out.dtype.type(0), out=o)
                 elif z.any():
                     o[z] += out.dtype.type(0)
     return out
+
+
+def _fixed_band(x4, wh: _Windows, ww: _Windows, kind, acc, post, out_dtype, band):
+    """Uniform windows on both axes (:func:`reduce_strips`); for a band, on its own rows."""
+    a, b, r0 = band
+    if (a, b) == (0, wh.out):
+        return reduce_strips(x4, wh.fixed, ww.fixed, kind, acc, post=post, out_dtype=out_dtype)
+    k = wh.fixed.k
+    if r0 != a * k or x4.shape[1] < (b - a) * k:
+        raise ValueError(f"rows from {r0} do not hold output rows [{a}, {b})")
+    shifted = post if post is None else (lambda s, o, i0, i1: post(s, o, i0 + a, i1 + a))
+    return reduce_strips(x4[:, : (b - a) * k], Axis((b - a) * k, k, k, 0, 1, b - a), ww.fixed,
+                         kind, acc, post=shifted, out_dtype=out_dtype)
 
 
 def adaptive_select(x4, bounds_h, bounds_w, kind):

@@ -114,3 +114,32 @@ def plan_bands(rows: BandRows, band: int) -> list[tuple[int, int]]:
     """Output rows ``[a, b)`` in bands of ``band`` rows (the last one shorter)."""
     band = max(1, int(band))
     return [(a, min(rows.out, a + band)) for a in range(0, rows.out, band)]
+
+
+# ---- adaptive pooling (poolcli.ops.adaptive.adaptive_band_rows) --------------------------------
+
+
+@dataclass(frozen=True)
+class AdaptiveRows:
+    """The height axis of adaptive pooling: ``n`` input rows to ``out`` output rows, row ``i``
+    reading ``[floor(i*n/out), ceil((i+1)*n/out))``; ``s`` is about the input rows per output
+    row (for sizing bands). The band's rows are computed by
+    :func:`poolcli.ops.adaptive.adaptive_pool_rows` with the whole image's windows, not by the
+    operator on the slice (a slice's own adaptive windows would differ)."""
+
+    n: int
+    out: int
+
+    @property
+    def s(self) -> int:
+        return max(1, -(-self.n // self.out))
+
+    def slice_for(self, a: int, b: int) -> tuple[int, int, int]:
+        """``(r0, r1, 0)``: output rows ``[a, b)`` read input rows ``[r0, r1)``."""
+        if not 0 <= a < b <= self.out:
+            raise ValueError(f"band [{a}, {b}) is outside the {self.out} output rows")
+        return (a * self.n) // self.out, -((-b * self.n) // self.out), 0
+
+    def reach(self, a: int, b: int) -> tuple[int, int]:
+        r0, r1, _ = self.slice_for(a, b)
+        return r0, r1
