@@ -28,6 +28,7 @@ CASES = [
     ("--op lse -k 2 --lse-r 2", True),
     ("--op sort -k 3 -s 2", True),
     ("--op blur -k 5", True),
+    ("--op avg -k 2 -s 3", True),  # rows no window reads: still in the statistics, once
 ]
 
 

@@ -238,7 +238,14 @@ def unpool_compute(x, m, *, accumulate: bool, output_size=None, what: str = "the
 
 def unpool_one(job, m, map_path: str, accumulate: bool, output_size, opts: WriteOptions,
                max_pixels, preview: bool = False) -> dict:
-    """Unpool one image with the map ``m`` loaded (and validated) from ``map_path``."""
+    """Unpool one image with the map ``m`` loaded (and validated) from ``map_path``. A large
+    one is unpooled band by band (:func:`poolcli.app.stream.unpool_stream`) when it can be."""
+    from poolcli.app.stream import unpool_stream
+
+    streamed = unpool_stream(job, m, map_path, accumulate, output_size, opts, max_pixels,
+                             preview, build_record)
+    if streamed is not None:
+        return streamed
     img = read(job.source, max_pixels)
     x = img.array
     try:

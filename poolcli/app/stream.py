@@ -34,6 +34,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,7 +42,7 @@ import numpy as np
 from poolcli import registry
 
 __all__ = ["STREAM_BYTES", "BAND_BYTES", "ROWS_ENV", "THREADS_ENV", "pool_stream", "threads",
-           "band_geometry"]
+           "band_geometry", "unpool_stream"]
 
 #: Decoded size from which an image is streamed. Measured with the read-ahead pipeline (2 cores,
 #: whole processes, median of 7, max and avg 2x2 RGB PNG to PNG): streamed against in memory,
@@ -131,7 +132,7 @@ def _open_large(path: str, max_pixels):
 def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
     """Pool one job band by band; ``None`` when it should run in memory instead.
     ``build_record`` is :func:`poolcli.app.jobs.build_record` (the one record builder)."""
-    if spec.save_indices or spec.indices_png or spec.preview or job.output == "-":
+    if spec.indices_png or spec.preview or job.output == "-" or "://" in job.output:
         return None
     from poolcli.formats import SUFFIX_FORMAT
 
@@ -139,14 +140,20 @@ def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
     fmt = SUFFIX_FORMAT.get(os.path.splitext(job.output)[1].lower())
     if not op.stream or fmt not in _WRITERS:
         return None
+    if spec.save_indices and not op.selects_with(spec.params):
+        return None
     reader = _open_large(job.source, max_pixels)
     if reader is None:
         return None
     with reader:
+        if op.stream.startswith(("adaptive-", "global-")):
+            return _pool_adaptive(job, op, spec, opts, reader, build_record)
         rows = band_geometry(op, spec.params, reader.height, reader.dtype)
         if rows is None:
             return None
-        return _Streamed(job, op, spec.params, opts, reader, rows).run(build_record)
+        streamed = _Streamed(job, op, spec.params, opts, reader, rows)
+        streamed.want_indices = spec.save_indices
+        return streamed.run(build_record)
 
 
 class _Streamed:
@@ -166,6 +173,8 @@ class _Streamed:
             self.seed = _image_seed(params.get("seed"), job.index)
             self.per_row = len(reader.channels) * _out_width(params, reader.width)
         self.info: dict = {}
+        self.want_indices = False  # also the max-location map, written band by band
+        self.map_path: str | None = None
 
     def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
         """Output rows ``[first + skip, first + skip + count)`` from input rows ``x`` (from
@@ -175,11 +184,15 @@ class _Streamed:
         params = self.params
         if self.seed is not None:  # the image's random stream, from output row `first` on
             params = dict(params, seed=self.generator(first))
-        result = self.op.run(x, params, False)
+        result = self.op.run(x, params, self.want_indices)
         info = dict(result.info)
         if self.seed is not None:
             info["seed"] = self.seed
         self.info = info
+        if self.want_indices:  # (values, indices in the whole image's plane)
+            values, idx = keep_band((result.values, result.indices), skip, count, r0,
+                                    x.shape[1])
+            return np.ascontiguousarray(values), idx
         return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1]))
 
     def feed_input(self, x: np.ndarray, r0: int) -> None:
@@ -196,19 +209,25 @@ class _Streamed:
         return rng
 
     def inputs(self):
-        """``(rows, r0, skip, count, first output row computed)`` of each band, in order."""
+        """``(block, start, r0, skip, count, first output row computed)`` of each band, in
+        order: the band's rows are ``block[r0 - start:]``; with statistics wanted, ``block``
+        starts earlier when windows skip rows (stride over the kernel), so every input row is
+        counted once, in order, as in memory."""
+        done = 0  # rows read so far (for the statistics)
         for a, b in _plan(self.rows, self.band):
             r0, r1, skip = self.rows.slice_for(a, b)
-            yield self.reader.read_rows(r0, r1), r0, skip, b - a, a - skip
+            start = min(r0, done) if self.stats_in is not None else r0
+            done = max(done, r1)
+            yield self.reader.read_rows(start, r1), start, r0, skip, b - a, a - skip
 
     def results(self):
         """Output bands in order. One thread: decoded and computed here, nothing else runs.
         More: decoded ahead by one reader thread, computed on the thread pool."""
         n = self.threads
         if n == 1:
-            for x, r0, skip, count, first in self.inputs():
-                self.feed_input(x, r0)
-                yield self.compute(x, r0, skip, count, first)
+            for block, start, r0, skip, count, first in self.inputs():
+                self.feed_input(block, start)
+                yield self.compute(block[r0 - start :], r0, skip, count, first)
         else:
             from poolcli.imageio.stream import ReadAhead
 
@@ -217,9 +236,10 @@ class _Streamed:
                 inputs = ReadAhead(self.inputs(), _READ_AHEAD)
                 try:
                     flight: deque = deque()
-                    for x, r0, skip, count, first in inputs:
-                        self.feed_input(x, r0)
-                        flight.append(pool.submit(self.compute, x, r0, skip, count, first))
+                    for block, start, r0, skip, count, first in inputs:
+                        self.feed_input(block, start)
+                        flight.append(pool.submit(self.compute, block[r0 - start :], r0, skip,
+                                                  count, first))
                         if len(flight) >= 2 * n:
                             yield flight.popleft().result()
                     while flight:
@@ -234,19 +254,42 @@ class _Streamed:
 
     def run(self, build_record) -> dict | None:
         bands = self.results()
-        first = next(bands)
+        head = next(bands)
+        first = head[0] if self.want_indices else head
         policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
         if policy is None:
             bands.close()
             return None
         stats_out = _RowStats(first.shape[1], self.reader.channels) if self.opts.stats else None
-        with self.open_writer(first, policy) as writer:
-            for values in _chain(first, bands):
+        with ExitStack() as stack:
+            # the map first, committed before the image, as in memory (a failure removes it)
+            maps = stack.enter_context(self.open_map(first)) if self.want_indices else None
+            writer = stack.enter_context(self.open_writer(first, policy))
+            for band in _chain(head, bands):
+                values, idx = band if maps is not None else (band, None)
                 if stats_out is not None:
                     stats_out.add(values)
+                if maps is not None:
+                    maps.write_rows(idx)
                 writer.write_rows(policy.convert(values))
+            if maps is not None:
+                maps.commit()
             writer.commit()
         return self.record(first, policy, stats_out, build_record)
+
+    def open_map(self, first):
+        """The max-location map's band writer (the bytes ``indexmap.save`` writes)."""
+        from poolcli.app.runner import track_commit
+        from poolcli.imageio import indexmap
+
+        r = self.reader
+        shape = (self.rows.out, *first.shape[1:])
+        meta = indexmap.build_meta(operator=self.op.name, params=self.params,
+                                   input_shape=(r.height, r.width, len(r.channels)),
+                                   input_dtype=r.dtype, output_shape=shape, source=r.source)
+        self.map_path = indexmap.map_path_for(self.job.output)
+        return indexmap.open_writer(self.map_path, shape=shape, meta=meta,
+                                    overwrite=self.opts.force, on_commit=track_commit)
 
     def open_writer(self, first, policy):
         from poolcli import imageio
@@ -270,8 +313,11 @@ class _Streamed:
                               array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
         values = _shaped((self.rows.out, *first.shape[1:]), first.dtype)
         notes = list(r.notes) + [f"{k}: {v}" for k, v in self.info.items()] + policy.notes
+        extra = dict(self.info)
+        if self.map_path is not None:
+            extra["indices"] = self.map_path
         record = build_record(img, self.job.output, self.op.name, self.params, values, notes,
-                              stats=None, **self.info)
+                              stats=None, **extra)
         if self.stats_in is not None:
             record["stats_in"] = self.stats_in.result()
             record["stats_out"] = stats_out.result()
@@ -391,3 +437,267 @@ class _RowStats:
         return [ChannelStats(names[i], *acc.result()).as_dict() for i, acc in
                 enumerate(self.accs)]
 
+
+
+# ---- unpool ----------------------------------------------------------------------------------
+
+
+def unpool_stream(job, m, map_path: str, accumulate: bool, output_size, opts, max_pixels,
+                  preview: bool, build_record) -> dict | None:
+    """Unpool one job band by band from the map ``m`` (an
+    :class:`~poolcli.imageio.indexmap.IndexMap`, lazy when large); ``None``: run in memory.
+
+    Output rows ``[A, B)`` can only receive values from the pooled rows whose windows reach
+    them (``j*s - p <= row <= j*s - p + K - 1``, ``K`` the effective kernel; for maps of
+    adaptive, global and K-max pooling the stride-1 window of :meth:`IndexMap.geometry`, which
+    holds every row they can select). Each band reads those pooled rows and their index rows,
+    checks that every index lies in its window (a map edited by hand may not: then the job
+    runs in memory), and scatters the values whose targets fall in the band, in the pooled
+    image's C order: the same last-wins cells, the same float64 sums in the same order, so the
+    same bits as :func:`poolcli.ops.max_unpool2d` on the whole image."""
+    if preview or m.path is None or job.output == "-" or "://" in job.output \
+            or "://" in job.source or job.source == "-":
+        return None
+    from poolcli.formats import SUFFIX_FORMAT
+
+    fmt = SUFFIX_FORMAT.get(os.path.splitext(job.output)[1].lower())
+    h, w, c = (int(v) for v in m.input_shape)
+    if fmt not in _WRITERS or (output_size is not None and tuple(output_size) != (h, w)):
+        return None
+    if not (forced_rows() or m.lazy or h * w * c * 8 > STREAM_BYTES):
+        return None  # small: whole arrays are faster (8 bytes: the widest result)
+    plan = _UnpoolPlan.make(m, (h, w))
+    if plan is None:
+        return None
+    from poolcli.imageio import DEFAULT_MAX_PIXELS
+    from poolcli.imageio.stream import open_band_reader
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    reader = open_band_reader(job.source, max_pixels=limit)
+    if reader is None:
+        return None
+    with reader:
+        if (reader.height, reader.width, len(reader.channels)) != tuple(m.shape):
+            return None  # the in-memory path says what does not match
+        run = _Unpooled(job, m, map_path, accumulate, opts, reader, plan)
+        return run.run(build_record)
+
+
+class _UnpoolPlan:
+    """Output bands and the pooled rows each needs; ``None`` from :meth:`make` when some
+    pooled row is needed by no band (its indices could not be placed) or the size is not
+    PyTorch's for the map's geometry (the in-memory path reports that)."""
+
+    def __init__(self, bands, k: int, s: int, p: int):
+        self.bands, self.k, self.s, self.p = bands, k, s, p
+
+    @classmethod
+    def make(cls, m, size):
+        from poolcli.ops.unpool import unpool_output_size
+
+        geo = m.geometry()
+        pooled = tuple(m.shape[:2])
+        try:
+            unpool_output_size(pooled, geo["kernel_size"], geo["stride"], geo["padding"],
+                               output_size=size)
+        except (ValueError, TypeError):
+            return None
+        k, s, p = geo["kernel_size"][0], geo["stride"][0], geo["padding"][0]
+        h, w = size
+        band = forced_rows() or max(1, BAND_BYTES // max(1, w * m.shape[2] * 8))
+        bands, covered = [], 0
+        for a in range(0, h, band):
+            b = min(h, a + band)
+            j0 = max(0, -(-(a - k + 1 + p) // s))
+            j1 = min(pooled[0], (b - 1 + p) // s + 1)
+            if j0 < j1:
+                if j0 > covered:
+                    return None
+                covered = max(covered, j1)
+            bands.append((a, b, j0, j1))
+        return cls(bands, k, s, p) if covered == pooled[0] else None
+
+    def in_windows(self, idx: np.ndarray, j0: int, width: int) -> bool:
+        """Whether every index of pooled rows ``j0...`` lies in its window's rows."""
+        rows = idx // width
+        first = (np.arange(j0, j0 + idx.shape[0], dtype=np.int64) * self.s - self.p)
+        first = first[:, None, None]
+        return bool(((rows >= first) & (rows <= first + self.k - 1)).all())
+
+
+class _Unpooled:
+    """One streamed unpool job: bands scattered as :func:`poolcli.ops.max_unpool2d` does."""
+
+    def __init__(self, job, m, map_path, accumulate, opts, reader, plan):
+        self.job, self.m, self.map_path, self.accumulate = job, m, map_path, accumulate
+        self.opts, self.reader, self.plan = opts, reader, plan
+        self.h, self.w, self.c = (int(v) for v in m.input_shape)
+        x = reader.dtype
+        if not accumulate:
+            self.dtype = x
+        elif x.kind == "f":
+            self.dtype = x
+        else:
+            self.dtype = np.dtype(np.uint64 if x == np.uint64 else np.int64)
+        self.stats_in = _RowStats(reader.width, reader.channels) if opts.stats else None
+        self.fed = 0
+        self.zeros = 0
+
+    def policy(self):
+        from poolcli import imageio
+
+        x = self.reader.dtype
+        if x.kind == "f":  # signed (normalized) input is mapped by range in memory: as is only
+            for source in (x, None):
+                if imageio.output_dtype_for(self.job.output, self.dtype,
+                                            source_dtype=source) != self.dtype:
+                    return None
+        return _Policy.make(self.job.output, self.dtype, x)
+
+    def band(self, a: int, b: int, j0: int, j1: int) -> np.ndarray | None:
+        """Output rows ``[a, b)``, or ``None`` when an index lies outside its window."""
+        w, c = self.w, self.c
+        size = (b - a) * w * c
+        if j0 >= j1:
+            return np.zeros((b - a, w, c), self.dtype)
+        x = self.reader.read_rows(j0, j1)
+        if self.stats_in is not None and j1 > self.fed:
+            self.stats_in.add(x[self.fed - j0 :])
+            self.fed = j1
+        idx = self.m.rows(j0, j1)
+        if not self.plan.in_windows(idx, j0, w):
+            return None
+        inside = (idx >= a * w) & (idx < b * w)
+        target = ((idx - a * w) * c + np.arange(c, dtype=np.int64))[inside]
+        values = x[inside]
+        if not self.accumulate:
+            out = np.zeros(size, self.dtype)
+            winner = np.full(size, -1, dtype=np.int64)  # the last source of a cell wins
+            np.maximum.at(winner, target, np.arange(target.size, dtype=np.int64))
+            cells = np.flatnonzero(winner >= 0)
+            out[cells] = values[winner[cells]]
+        elif self.dtype.kind == "f":  # float64 sums in the whole image's order, rounded once
+            sums = np.bincount(target, weights=values.astype(np.float64, copy=False),
+                               minlength=size)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = sums.astype(self.dtype, copy=False)
+        else:
+            out = np.zeros(size, self.dtype)
+            np.add.at(out, target, values.astype(self.dtype, copy=False))
+        return out.reshape(b - a, w, c)
+
+    def run(self, build_record) -> dict | None:
+        from poolcli.app.outputs import provenance
+        from poolcli.app.runner import track_commit
+        from poolcli.formats import SUFFIX_FORMAT
+        from poolcli.imageio import make_parent_dirs
+        from poolcli.imageio.stream import open_band_writer
+
+        policy = self.policy()
+        if policy is None:
+            return None
+        stats_out = _RowStats(self.w, self.reader.channels) if self.opts.stats else None
+        made = provenance("unpool", "unpool", {"accumulate": self.accumulate})
+        make_parent_dirs(self.job.output)
+        fmt = SUFFIX_FORMAT[os.path.splitext(self.job.output)[1].lower()]
+        with open_band_writer(self.job.output, height=self.h, width=self.w,
+                              channels=self.reader.channels, dtype=policy.target, fmt=fmt,
+                              overwrite=self.opts.force, on_commit=track_commit, metadata=made,
+                              compress_level=self.opts.compress_level,
+                              threads=threads()) as writer:
+            for a, b, j0, j1 in self.plan.bands:
+                values = self.band(a, b, j0, j1)
+                if values is None:
+                    return None  # the writer aborts; the job runs in memory
+                self.zeros += int(np.count_nonzero(values == 0))
+                if stats_out is not None:
+                    stats_out.add(values)
+                writer.write_rows(policy.convert(values))
+            writer.commit()
+        return self.record(policy, stats_out, build_record)
+
+    def record(self, policy, stats_out, build_record) -> dict:
+        r = self.reader
+        img = SimpleNamespace(source=r.source, channels=r.channels,
+                              array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
+        values = _shaped((self.h, self.w, self.c), self.dtype)
+        notes = list(r.notes) + [f"map {self.map_path}: {self.m.meta.get('operator')} of "
+                                 f"{self.m.meta.get('source')} {self.h}x{self.w}"]
+        notes += policy.notes
+        zero = float(np.float64(self.zeros) / (self.h * self.w * self.c))
+        notes.append(f"zero cells: {100 * zero:.1f}% (non-overlapping k x k pooling gives about "
+                     f"1 - 1/k²)")
+        params = {"indices": self.map_path, "accumulate": self.accumulate,
+                  "output_size": [self.h, self.w]}
+        record = build_record(img, self.job.output, "unpool", params, values, notes,
+                              stats=None, display=None, zero_fraction=zero)
+        if self.stats_in is not None:
+            record["stats_in"] = self.stats_in.result()  # every pooled row: the plan covers them
+            record["stats_out"] = stats_out.result()
+        return record
+
+
+# ---- adaptive and global pooling ---------------------------------------------------------------
+
+
+def _pool_adaptive(job, op, spec, opts, reader, build_record) -> dict | None:
+    """Adaptive pooling band by band (each band with the whole image's windows), global pooling
+    through an accumulator over the bands; ``None``: in memory (the max locations, or a case
+    :class:`~poolcli.ops.adaptive.GlobalPool` cannot give bit for bit)."""
+    if spec.save_indices:
+        return None
+    kind = op.stream.split("-", 1)[1]
+    if op.stream.startswith("global-"):
+        return _pool_global(job, op, spec.params, opts, reader, kind, build_record)
+    from poolcli.ops.adaptive import adaptive_band_rows
+
+    rows = adaptive_band_rows(reader.height, spec.params["output_size"])
+    return _Adaptive(job, op, spec.params, opts, reader, rows).run(build_record)
+
+
+class _Adaptive(_Streamed):
+    """Adaptive pooling: output rows ``[a, b)`` from input rows ``[floor(a*H/oh),
+    ceil(b*H/oh))`` by :func:`poolcli.ops.adaptive.adaptive_pool_rows`, not by the operator on
+    the slice (whose own adaptive windows would not be the image's)."""
+
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
+        from poolcli.ops.adaptive import adaptive_pool_rows
+
+        a = first + skip
+        return np.ascontiguousarray(adaptive_pool_rows(
+            x, self.op.stream.split("-", 1)[1], self.params["output_size"], self.reader.height,
+            a, a + count, r0))
+
+
+def _pool_global(job, op, params, opts, reader, kind, build_record) -> dict | None:
+    """Every band into one :class:`~poolcli.ops.adaptive.GlobalPool`, then the ``1x1`` result
+    written and recorded as in memory (:func:`poolcli.app.outputs.write_values`)."""
+    from poolcli.app.outputs import provenance, write_values
+    from poolcli.ops.adaptive import GlobalPool
+
+    r = reader
+    pool = GlobalPool.make(kind, r.height, r.width, len(r.channels), r.dtype)
+    if pool is None:
+        return None
+    row_bytes = r.width * len(r.channels) * r.dtype.itemsize
+    band = forced_rows() or max(1, BAND_BYTES // max(1, row_bytes))
+    stats_in = _RowStats(r.width, r.channels) if opts.stats else None
+    for r0 in range(0, r.height, band):
+        x = r.read_rows(r0, min(r.height, r0 + band))
+        pool.add(x)
+        if stats_in is not None:
+            stats_in.add(x)
+    values = pool.result()
+    if values is None:
+        return None
+    notes = list(r.notes)
+    write_values(values, job.output, channels=r.channels, opts=opts, notes=notes,
+                 source_dtype=r.dtype, provenance=provenance("pool", op.name, params, {}))
+    img = SimpleNamespace(source=r.source, channels=r.channels,
+                          array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
+    record = build_record(img, job.output, op.name, params, values, notes, stats=None)
+    if stats_in is not None:
+        stats_out = _RowStats(values.shape[1], r.channels)
+        stats_out.add(values)
+        record["stats_in"], record["stats_out"] = stats_in.result(), stats_out.result()
+    return record
