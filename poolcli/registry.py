@@ -83,7 +83,9 @@ class Operator:
     # Band by band over a large image (app/stream.py): "" no; "exact" (a window's arithmetic
     # is order-free: max/min), "int" (exact for integer input, float sums otherwise), "float"
     # (float sums), "blur" (blur's reflect-padded geometry, whole-array arithmetic),
-    # "stochastic" (8/16-bit unsigned input; each band's generator advanced to its first row)
+    # "stochastic" (8/16-bit unsigned input; each band's generator advanced to its first row),
+    # "adaptive-avg"/"adaptive-max" (bands with the whole image's adaptive windows),
+    # "global-avg"/"global-max" (an accumulator over the bands)
     stream: str = ""
 
     def resolve(self, params: dict) -> dict:
@@ -462,16 +464,16 @@ OPERATORS: list[Operator] = [
              stream="float"),
     Operator("gap", "pool", "Global average pooling: one mean per channel (Lin et al. 2013).",
              "Network in Network, arXiv:1312.4400", (), _run_gap, explain="global",
-             formula="mean"),
+             formula="mean", stream="global-avg"),
     Operator("gmp", "pool", "Global max pooling: one maximum per channel.",
              "torch.nn.functional.adaptive_max_pool2d(x, 1)", (), _run_gmp, selects=True,
-             explain="global", formula="max"),
+             explain="global", formula="max", stream="global-max"),
     Operator("adaptive-avg", "pool", "Adaptive average pooling to a fixed output size.",
              "torch.nn.functional.adaptive_avg_pool2d", ("output_size",), _run_adaptive_avg,
-             explain="adaptive", formula="mean"),
+             explain="adaptive", formula="mean", stream="adaptive-avg"),
     Operator("adaptive-max", "pool", "Adaptive max pooling to a fixed output size.",
              "torch.nn.functional.adaptive_max_pool2d", ("output_size",), _run_adaptive_max,
-             selects=True, explain="adaptive", formula="max"),
+             selects=True, explain="adaptive", formula="max", stream="adaptive-max"),
     Operator("stochastic", "pool",
              "Stochastic pooling: sample a cell with probability a/sum(a) (test: weighted mean).",
              "Zeiler & Fergus, ICLR 2013, arXiv:1301.3557; Caffe StoPoolForwardTrain/Test",
