@@ -52,16 +52,16 @@ def run(src, out, opts: str, env: dict) -> tuple[bytes, str]:
     return out.read_bytes(), lines[0]
 
 
-def check(tmp_path, src, opts: str, suffix: str, bands, kind: str, expect) -> None:
+def check(tmp_path, src, opts: str, suffix: str, bands, kind: str, expect, env=None) -> None:
     """In memory, then streamed with each of ROWS: same bytes, same record. ``expect(rows)``:
     the number of bands the streamed run computes (0: it must run in memory)."""
     out = tmp_path / f"out{suffix}"
     bands[kind] = 0
-    mem = run(src, out, opts, {})
+    mem = run(src, out, opts, dict(env or {}))
     assert bands[kind] == 0
     for rows in ROWS:
         bands[kind] = 0
-        st = run(src, out, opts, {"POOLCLI_STREAM_ROWS": rows})
+        st = run(src, out, opts, {**(env or {}), "POOLCLI_STREAM_ROWS": rows})
         assert st[1] == mem[1], (opts, rows)
         assert st[0] == mem[0], (opts, rows)
         assert bands[kind] == expect(int(rows)), (opts, rows)
@@ -98,6 +98,14 @@ def test_adaptive_grey_uniform_and_periodic_windows(tmp_path, bands, op):
     for size, oh in (("16", 16), ("25x20", 25), ("79x63", 79), ("1x5", 1)):
         check(tmp_path, src, f"--op {op} --output-size {size}", ".npy", bands, "adaptive",
               lambda rows, oh=oh: -(-oh // rows))
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_adaptive_threads_give_the_same_bytes(tmp_path, bands, threads):
+    src = tmp_path / "in.npy"
+    np.save(src, image(np.float32, (97, 41, 3), seed=4))
+    check(tmp_path, src, "--op adaptive-avg --output-size 50x13", ".npy", bands, "adaptive",
+          lambda rows: -(-50 // rows), env={"POOLCLI_THREADS": threads})
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
