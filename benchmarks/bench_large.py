@@ -10,7 +10,10 @@ the median wall time of ``--repeat`` runs and the peak RSS (``os.wait4``'s ``ru_
   ``--quick``);
 * a 4096² PNG with 1 and 2 threads (``POOLCLI_THREADS``), also without the fixed cost of
   starting Python and importing poolcli (a 8x8 image's run);
-* wall and peak against size, 1024² ... 30000² (``--quick`` stops at 8192²).
+* wall and peak against size, 1024² ... 30000² (``--quick`` stops at 8192²);
+* max-location maps on the 8192² PNG: ``pool --save-indices`` (the 400 MiB map written band by
+  band) and ``unpool`` from it (plain and ``--accumulate``), streamed against the in-memory
+  path (forced by raising ``STREAM_BYTES`` and ``indexmap.LAZY_BYTES`` in the child).
 
     python benchmarks/bench_large.py [--quick] [--repeat 3] [--dir /tmp/bench_large]
 """
@@ -143,6 +146,29 @@ def threads(directory, repeat):
     print(f"\nstart-up (an 8x8 PNG, same command): {secs(start)}")
 
 
+#: ``python -m poolcli`` with streaming switched off: the in-memory path on the same files.
+IN_MEMORY = [sys.executable, "-c", "import sys, poolcli.app.stream as s, poolcli.imageio.indexmap "
+             "as m; s.STREAM_BYTES = m.LAZY_BYTES = 1 << 62; from poolcli.cli import main; "
+             "main(prog_name='poolcli')"]
+
+
+def indices(directory, repeat):
+    src = image(directory, 8192, "png")
+    out, maps = os.path.join(directory, "i.png"), os.path.join(directory, "i.indices.npz")
+    back = os.path.join(directory, "u.png")
+    table(f"8192x8192 RGB PNG, max 2x2 with its max-location map (400 MiB) and unpooling from "
+          f"it, streamed vs in memory, median of {repeat}",
+          ["case", "streamed wall", "streamed peak", "in-memory wall", "in-memory peak"])
+    pool = ["pool", src, "--op", "max", "-k", "2", "-o", out, "--force", "--quiet", *BIG]
+    unpool = ["unpool", out, "--indices", maps, "-o", back, "--force", "--quiet", *BIG]
+    cases = [("max 2x2 (no map)", pool), ("max 2x2 --save-indices", [*pool, "--save-indices"]),
+             ("unpool from the map", unpool), ("unpool --accumulate", [*unpool, "--accumulate"])]
+    for label, args in cases:
+        (w, p), (mw, mp) = measure(([*POOLCLI, *args], None), ([*IN_MEMORY, *args], None),
+                                   repeat=repeat)
+        line(label, secs(w), mib(p), secs(mw), mib(mp))
+
+
 def sizes(directory, quick, repeat):
     table(f"avg 2x2 against size (PNG to 8192², tiled TIFF above), median of {repeat}",
           ["side", "decoded", "poolcli wall", "ns / pixel", "poolcli peak", "vips wall",
@@ -166,7 +192,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="stop at 8192^2, no 30000^2 TIFF")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/bench_large")
-    parser.add_argument("--only", choices=("8192", "30000", "threads", "sizes"))
+    parser.add_argument("--only", choices=("8192", "30000", "threads", "sizes", "indices"))
     parser.add_argument("--note", default="", help="a sentence printed under the title "
                         "(e.g. what else the machine was doing)")
     args = parser.parse_args(argv)
@@ -183,6 +209,8 @@ def main(argv=None) -> int:
         threads(args.dir, args.repeat)
     if args.only in (None, "sizes"):
         sizes(args.dir, args.quick, args.repeat)
+    if args.only in (None, "indices"):
+        indices(args.dir, args.repeat)
     print(f"\n({load()} at the end)")
     return 0
 
