@@ -108,18 +108,42 @@ def temp_prefix(directory: str, basename: str) -> str:
 
 @contextlib.contextmanager
 def signals_blocked():
-    """SIGINT and SIGTERM wait until the block ends (where the platform allows), so a rename
-    and the bookkeeping that says it happened are never split by an interrupt."""
-    blockable = hasattr(signal, "pthread_sigmask") and \
-        threading.current_thread() is threading.main_thread()
-    if not blockable:
-        yield
+    """SIGINT and SIGTERM wait until the block ends, so a rename and the bookkeeping that says
+    it happened are never split by an interrupt.
+
+    Masking the main thread (``pthread_sigmask``) is not enough in a process with other threads
+    (a Dask client's event loop, an executor's manager thread): the kernel hands the signal to a
+    thread that does not block it, and Python then runs the handler in the main thread, inside
+    the block. So the block also swaps in handlers that only note the signal, and the noted
+    signal goes to the previous handler when the block ends (outermost block last).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs signal handlers
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    noted: list[int] = []
+    previous = {}
+    mask = None
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda s, _frame: noted.append(s))
+        if hasattr(signal, "pthread_sigmask"):
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if mask is not None:  # a signal held by the mask now reaches the restored handler
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if noted:
+            _deliver(noted[0], previous[noted[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    """What the handler in place before :func:`signals_blocked` would have done."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default action (SIGINT's default raises in Python)
 
 
 def remove_temporaries(target: str | os.PathLike[str]) -> list[str]:
