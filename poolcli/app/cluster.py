@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -269,6 +270,7 @@ class _Batch:
         self.reported: set[int] = set()  # indices counted by the caller (with signals blocked)
         self.fetched: dict[int, Outcome] = {}  # outcomes of finished tasks, not yet taken
         self.done_ahead = as_completed(loop=client.loop)
+        self.interrupted = threading.Event()  # set by the run's signal handler (see _noted)
 
     def _refresh_window(self) -> None:
         if time.monotonic() - self.window_at > 2:  # workers come and go
@@ -297,6 +299,8 @@ class _Batch:
         """Every job's outcome, in input order."""
         self._fill()
         while self.order:
+            if self.interrupted.is_set():  # the handler's KeyboardInterrupt may have been lost
+                raise KeyboardInterrupt
             job, future, position = self.order[0]
             if future is not None and not future.done():
                 next(self.done_ahead, None)  # any task finished: the window has room
@@ -348,6 +352,27 @@ class _Batch:
         self.order.clear()
 
 
+@contextlib.contextmanager
+def _noted(batch: "_Batch"):
+    """SIGINT and SIGTERM raise KeyboardInterrupt, as everywhere, and are also noted on the
+    batch: Python may run the handler inside a finalizer (a dask Future's ``__del__``), which
+    prints and drops the exception, so the batch's loop raises it again at its next step."""
+    def handler(signum, frame):
+        batch.interrupted.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def _result(job, future, position: int, force: bool = False) -> Outcome:
     """The outcome of ``job`` in its task, or that input's one-line error when the task never
     returned (its workers died, it was cancelled, the worker could not load poolcli).
@@ -387,13 +412,14 @@ class ClusterRunner(Runner):
             self.reporter.started(len(jobs))
             batch = _Batch(client, jobs, fn, args, self.verbose, self.force)
             try:
-                for outcome in batch.outcomes():
-                    with signals_blocked():  # counted and marked reported together
-                        self._count(outcome)
-                        batch.reported.add(outcome.index)
-                    if not self._report(outcome):  # --fail-fast: as -j, what runs finishes
-                        batch.drain()
-                        return
+                with _noted(batch):
+                    for outcome in batch.outcomes():
+                        with signals_blocked():  # counted and marked reported together
+                            self._count(outcome)
+                            batch.reported.add(outcome.index)
+                        if not self._report(outcome):  # --fail-fast: as -j, what runs finishes
+                            batch.drain()
+                            return
             except KeyboardInterrupt:
                 self.reporter.warn("--dask: interrupted; waiting for the tasks already on the "
                                    "workers, so the count is exact")
@@ -409,6 +435,7 @@ class ClusterRunner(Runner):
         with interrupt_signals(), connected(self.address) as client:
             batch = _Batch(client, jobs, fn, args, self.verbose, self.force)
             try:
-                yield from batch.outcomes()
+                with _noted(batch):
+                    yield from batch.outcomes()
             finally:
                 batch.cancel()
