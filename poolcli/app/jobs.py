@@ -201,6 +201,13 @@ def pool_one(job, spec: PoolSpec, opts: WriteOptions, max_pixels) -> dict:
 
 def norm_one(job, op_name: str, params: dict, opts: WriteOptions, max_pixels,
              preview: bool = False) -> dict:
+    """Normalize one job; a large image in passes over its bands when it can be
+    (:func:`poolcli.app.stream.norm_stream`)."""
+    from poolcli.app.stream import norm_stream
+
+    streamed = norm_stream(job, op_name, params, opts, max_pixels, preview, build_record)
+    if streamed is not None:
+        return streamed
     op = registry.get(op_name)
     img = read(job.source, max_pixels)
     values = op.run(img.array, params, False).values

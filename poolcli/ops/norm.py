@@ -31,7 +31,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["instance_norm", "batch_norm", "layer_norm", "group_norm", "RunningStats"]
+__all__ = ["instance_norm", "batch_norm", "layer_norm", "group_norm", "RunningStats",
+           "NormBands"]
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -144,11 +145,16 @@ def _group_sum(s: np.ndarray, num_groups: int) -> np.ndarray:
 _BLOCK_VALUES = 1 << 18
 
 
+def _block_rows(width: int, channels: int) -> int:
+    """Rows per block of :func:`_blocks` (also :class:`NormBands`'s, for the same sums)."""
+    return max(1, _BLOCK_VALUES // max(1, width * channels))
+
+
 def _blocks(x4: np.ndarray):
     """Yield ``(n, r0, r1, block)``: rows ``[r0, r1)`` of image ``n`` of ``x4`` (N, H, W, C) as a
     new contiguous float64 ``(rows * W, C)`` array (the caller may modify it)."""
     n_img, h, w, c = x4.shape
-    rows = max(1, _BLOCK_VALUES // max(1, w * c))
+    rows = _block_rows(w, c)
     for n in range(n_img):
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
@@ -188,15 +194,22 @@ def _apply(x4: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, per_image: bo
     out = np.empty(x4.shape, dtype=out_dtype)
     for n, r0, r1, block in _blocks(x4):
         a = n if per_image else 0
-        block -= mean[a]
-        block /= scale[a]
-        y = block.reshape(r1 - r0, w, c)
-        if weight is not None:
-            y *= weight[r0:r1] if weight.ndim == 3 else weight
-        if bias is not None:
-            y += bias[r0:r1] if bias.ndim == 3 else bias
-        out[n, r0:r1] = y
+        out[n, r0:r1] = _apply_block(block, mean[a], scale[a], weight, bias, r0, w)
     return out
+
+
+def _apply_block(block: np.ndarray, mean, scale, weight, bias, r0: int, w: int) -> np.ndarray:
+    """``(block - mean) / scale * weight + bias`` in place on a float64 ``(rows * W, C)`` block
+    of image rows from ``r0``; returns it as ``(rows, W, C)`` (elementwise: any rows will do)."""
+    block -= mean
+    block /= scale
+    y = block.reshape(-1, w, block.shape[1])
+    r1 = r0 + y.shape[0]
+    if weight is not None:
+        y *= weight[r0:r1] if weight.ndim == 3 else weight
+    if bias is not None:
+        y += bias[r0:r1] if bias.ndim == 3 else bias
+    return y
 
 
 def _normalize(x4: np.ndarray, *, per_image: bool, num_groups: int | None, eps: float, weight,
@@ -688,3 +701,100 @@ class RunningStats:
             f"RunningStats(num_channels={self._c}, count={self._count}, "
             f"num_batches_tracked={self._num_batches})"
         )
+
+
+# --------------------------------------------------------------------------- band by band
+
+
+class NormBands:
+    """Instance, layer or group norm of one ``(H, W, C)`` image given band by band, bit for bit.
+
+    :func:`_moments` reduces blocks of :func:`_block_rows` rows from row 0, each made float64
+    and summed by the same ``einsum`` into one accumulator in order; here the bands (any sizes,
+    rows in order) are cut into the same blocks, rows of a block split between bands waiting for
+    the rest. Three passes: :meth:`add` the rows, :meth:`end_pass` (the mean); :meth:`add` them
+    again, :meth:`end_pass` (the variance); then :meth:`apply` any band (elementwise, as
+    :func:`_apply`). :meth:`make` gives ``None`` where the in-memory function raises (it says
+    why), except a ``num_groups`` not dividing C, raised here in the same words.
+    """
+
+    def __init__(self, shape, dtype, num_groups: int, eps: float, weight, bias):
+        self.shape, self.out_dtype = tuple(shape), _out_dtype(np.dtype(dtype))
+        self.num_groups, self.eps, self.weight, self.bias = num_groups, eps, weight, bias
+        self.rows = _block_rows(self.shape[1], self.shape[2])
+        self.sums, self.squares = np.zeros((1, shape[2])), np.zeros((1, shape[2]))
+        self.passes = 0  # passes ended: 0 the sums, 1 the squares, 2 ready to apply
+        self.mean = self.scale = None
+        self.pending: list[np.ndarray] = []
+        self.count = 0
+
+    @classmethod
+    def make(cls, kind: str, shape, dtype, *, eps=1e-5, weight=None, bias=None,
+             num_groups: int | None = None):
+        """``kind``: ``"instance"``, ``"layer"`` or ``"group"`` (with ``num_groups``)."""
+        h, w, c = (int(v) for v in shape)
+        groups = {"instance": c, "layer": 1, "group": num_groups}.get(kind)
+        if np.dtype(dtype).kind not in "uif" or h * w * c == 0 or (kind == "instance"
+                                                                    and h * w == 1):
+            return None
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            return None
+        if c % groups:
+            raise ValueError(f"group_norm: num_groups={groups} does not divide the number "
+                             f"of channels C={c}")
+        full = (h, w, c) if kind == "layer" else None
+        return cls((h, w, c), dtype, groups, _check_eps(eps),
+                   _affine_param(weight, "weight", c, full), _affine_param(bias, "bias", c, full))
+
+    def add(self, band) -> None:
+        """The next rows ``(n, W, C)`` of the current statistics pass."""
+        if self.passes > 1:
+            raise ValueError("NormBands.add: the statistics are complete; apply() the bands")
+        band = np.asarray(band).reshape(-1, self.shape[1], self.shape[2])
+        while band.shape[0]:
+            take = min(self.rows - self.count, band.shape[0])
+            self.pending.append(band[:take])
+            self.count += take
+            band = band[take:]
+            if self.count == self.rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        rows = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending, self.count = [], 0
+        block = np.ascontiguousarray(rows).astype(np.float64).reshape(-1, self.shape[2])
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            if self.passes == 0:
+                self.sums[0] += np.einsum("kc->c", block)
+            else:
+                block -= self.mean[0]
+                self.squares[0] += np.einsum("kc,kc->c", block, block)
+
+    def end_pass(self) -> None:
+        """End pass 1 (the mean is known) or pass 2 (the variance: ready to apply)."""
+        if self.passes > 1:
+            raise ValueError("NormBands.end_pass: both statistics passes have ended")
+        self._flush()
+        h, w, c = self.shape
+        count = h * w * (c // self.num_groups)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            if self.passes == 0:
+                self.mean = _group_sum(self.sums, self.num_groups) / count
+            else:
+                self.scale = np.sqrt(_group_sum(self.squares, self.num_groups) / count + self.eps)
+        self.passes += 1
+
+    def apply(self, band, r0: int) -> np.ndarray:
+        """Image rows ``[r0, r0 + n)`` (``band``: ``(n, W, C)``) normalized, in the in-memory
+        result's dtype: the same values as those rows of the whole image's result."""
+        if self.passes != 2:
+            raise ValueError("NormBands.apply: run both statistics passes first")
+        w, c = self.shape[1:]
+        block = np.asarray(band).astype(np.float64).reshape(-1, c)
+        out = np.empty((block.shape[0] // w, w, c), dtype=self.out_dtype)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            out[...] = _apply_block(block, self.mean[0], self.scale[0], self.weight, self.bias,
+                                    r0, w)
+        return out
