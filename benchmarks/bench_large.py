@@ -10,12 +10,17 @@ the median wall time of ``--repeat`` runs and the peak RSS (``os.wait4``'s ``ru_
   ``--quick``);
 * a 4096² PNG with 1 and 2 threads (``POOLCLI_THREADS``), also without the fixed cost of
   starting Python and importing poolcli (a 8x8 image's run);
+* PNG inflaters: the streamed PNG's one serial step, inflating its image data, in process, with
+  ISA-L (python-isal), zlib-ng and the standard library's zlib on the 4096² and 8192² images (the
+  same bytes asserted); the PNG rows above also run poolcli with isal hidden (``ZLIB_ONLY``: the
+  zlib fallback) in the same run;
 * wall and peak against size, 1024² ... 30000² (``--quick`` stops at 8192²);
 * max-location maps on the 8192² PNG: ``pool --save-indices`` (the 400 MiB map written band by
   band) and ``unpool`` from it (plain and ``--accumulate``), streamed against the in-memory
   path (forced by raising ``STREAM_BYTES`` and ``indexmap.LAZY_BYTES`` in the child).
 
     python benchmarks/bench_large.py [--quick] [--repeat 3] [--dir /tmp/bench_large]
+    python benchmarks/bench_large.py --only inflate   # needs: pip install isal zlib-ng
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 POOLCLI = [sys.executable, "-m", "poolcli"]
 BIG = ["--max-pixels", "2000000000"]
+#: ``python -m poolcli`` with python-isal hidden: the streamed PNG reader falls back to zlib.
+ZLIB_ONLY = [sys.executable, "-c", "import sys; sys.modules['isal'] = None; "
+             "from poolcli.cli import main; main(prog_name='poolcli')"]
 
 
 def run_once(cmd, env=None) -> tuple[float, float]:
@@ -74,8 +82,8 @@ def image(directory: str, side: int, kind: str) -> str:
     return path
 
 
-def poolcli(src, out, op, *extra):
-    return [*POOLCLI, "pool", src, "--op", op, *extra, "-o", out, "--force", "--quiet", *BIG]
+def poolcli(src, out, op, *extra, prefix=POOLCLI):
+    return [*prefix, "pool", src, "--op", op, *extra, "-o", out, "--force", "--quiet", *BIG]
 
 
 def secs(value: float) -> str:
@@ -101,9 +109,11 @@ def versus_vips(directory, side, kind, repeat):
     src = image(directory, side, kind)
     ext = "png" if kind == "png" else "tif"
     out, vout = os.path.join(directory, f"o.{ext}"), os.path.join(directory, f"v.{ext}")
-    table(f"{side}x{side} RGB {'PNG' if kind == 'png' else 'tiled TIFF (256² tiles, deflate)'}"
+    png = kind == "png"
+    table(f"{side}x{side} RGB {'PNG' if png else 'tiled TIFF (256² tiles, deflate)'}"
           f" -> {ext.upper()}, median of {repeat}",
-          ["case", "poolcli wall", "poolcli peak", "vips wall", "vips peak", "poolcli / vips"])
+          ["case", "poolcli wall", "poolcli peak", "vips wall", "vips peak", "poolcli / vips"]
+          + (["poolcli, zlib inflate", "zlib / isal"] if png else []))
     mx = ["-k", "3", "-s", "2"] if kind == "png" else ["-k", "2"]
     cases = [("avg 2x2 vs vips shrink 2 2", poolcli(src, out, "avg", "-k", "2"),
               ["vips", "shrink", src, vout, "2", "2"]),
@@ -118,8 +128,12 @@ def versus_vips(directory, side, kind, repeat):
                    poolcli(src, out, "max", "-k", "2", "--compress-level", "0"),
                    ["vips", "reduce", src, vout, "2", "2", "--kernel", "linear"])]
     for label, ours, theirs in cases:
-        (w, p), (vw, vp) = measure((ours, None), (theirs, None), repeat=repeat)
-        line(label, secs(w), mib(p), secs(vw), mib(vp), f"{w / vw:.2f}")
+        runs = [(ours, None), (theirs, None)]
+        if png:  # the same command with the zlib fallback, interleaved in the same run
+            runs.append(([*ZLIB_ONLY, *ours[len(POOLCLI):]], None))
+        (w, p), (vw, vp), *fallback = measure(*runs, repeat=repeat)
+        extra = [secs(fallback[0][0]), f"{fallback[0][0] / w:.2f}"] if png else []
+        line(label, secs(w), mib(p), secs(vw), mib(vp), f"{w / vw:.2f}", *extra)
 
 
 def threads(directory, repeat):
@@ -136,12 +150,17 @@ def threads(directory, repeat):
         make_large.make_png(tiny, 8, 8)
     start = measure((poolcli(tiny, os.path.join(directory, "tiny_o.png"), "avg"), None),
                     repeat=max(3, repeat))[0][0]
+    env1 = {"POOLCLI_THREADS": "1", "POOLCLI_STREAM_ROWS": "64"}
+    env2 = {"POOLCLI_THREADS": "2", "POOLCLI_STREAM_ROWS": "64"}
+    rows = []
     for op in ("avg", "max"):
-        env1 = {"POOLCLI_THREADS": "1", "POOLCLI_STREAM_ROWS": "64"}
-        env2 = {"POOLCLI_THREADS": "2", "POOLCLI_STREAM_ROWS": "64"}
-        cmd = poolcli(src, out, op, "-k", "2")
-        (w1, p1), (w2, p2) = measure((cmd, env1), (cmd, env2), repeat=repeat)
-        line(f"{op} 2x2", secs(w1), secs(w2), f"{w1 / w2:.2f}x",
+        isal = poolcli(src, out, op, "-k", "2")
+        zlib = poolcli(src, out, op, "-k", "2", prefix=ZLIB_ONLY)
+        (a1, a2, z1, z2) = measure((isal, env1), (isal, env2), (zlib, env1), (zlib, env2),
+                                   repeat=repeat)
+        rows += [(f"{op} 2x2", a1, a2), (f"{op} 2x2, zlib inflate (isal hidden)", z1, z2)]
+    for label, (w1, p1), (w2, p2) in rows:
+        line(label, secs(w1), secs(w2), f"{w1 / w2:.2f}x",
              f"{(w1 - start) / (w2 - start):.2f}x", mib(p1), mib(p2))
     print(f"\nstart-up (an 8x8 PNG, same command): {secs(start)}")
 
@@ -169,6 +188,89 @@ def indices(directory, repeat):
         line(label, secs(w), mib(p), secs(mw), mib(mp))
 
 
+def _idat(path: str) -> bytes:
+    """The concatenated image data (one zlib stream) of the PNG at ``path``."""
+    import struct
+
+    parts = []
+    with open(path, "rb") as fh:
+        fh.read(8)
+        while True:
+            length, ctype = struct.unpack(">I4s", fh.read(8))
+            payload = fh.read(length)
+            fh.read(4)
+            if ctype == b"IDAT":
+                parts.append(payload)
+            if ctype == b"IEND":
+                return b"".join(parts)
+
+
+def _stream_inflate(module, data: bytes, block: int = 1 << 20) -> tuple[bytes, float, float]:
+    """Inflate ``data`` as the band reader does (1 MiB of compressed bytes read at a time, at
+    most ``block`` bytes out a call): ``(output, wall s, CPU s of this thread)``."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    z, parts, pos = module.decompressobj(), [], 0
+    while not z.eof:
+        data_in = z.unconsumed_tail or data[pos:pos + (1 << 20)]
+        pos += 0 if z.unconsumed_tail else len(data_in)
+        piece = z.decompress(data_in, block)
+        if not piece and not data_in:
+            break
+        parts.append(piece)
+    return b"".join(parts), time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def inflaters(directory, repeat):
+    """The streamed PNG's serial step: which streaming inflater is fastest. Measured in a child
+    process: a child forked later inherits its parent's peak RSS in ``ru_maxrss``, so this
+    process must not grow by the 8192² image's data."""
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--dir", directory, "--repeat",
+                    str(repeat), "--only", "inflate-here"], check=True)
+
+
+def _inflaters_here(directory, repeat):
+    import zlib
+
+    modules = {f"zlib {zlib.ZLIB_RUNTIME_VERSION} (stdlib)": zlib}
+    try:
+        from isal import isal_zlib
+
+        modules[f"ISA-L (isal {_version('isal')})"] = isal_zlib
+    except ImportError:
+        print("\n(isal not installed: pip install isal)")
+    try:
+        from zlib_ng import zlib_ng
+
+        modules[f"zlib-ng {zlib_ng.ZLIBNG_VERSION} (zlib-ng {_version('zlib-ng')})"] = zlib_ng
+    except ImportError:
+        print("\n(zlib-ng not installed: pip install zlib-ng)")
+    reps = max(5, repeat)
+    for side in (4096, 8192):
+        data = _idat(image(directory, side, "png"))
+        ref = zlib.decompress(data)
+        table(f"inflating the {side}² PNG's image data ({len(data) / 2**20:.0f} MiB -> "
+              f"{len(ref) / 2**20:.0f} MiB) in 1 MiB steps, in process, median of {reps}",
+              ["inflater", "wall", "CPU", "MB/s (CPU)", "zlib CPU / CPU"])
+        got: dict[str, list[tuple[float, float]]] = {name: [] for name in modules}
+        for _ in range(reps):  # interleaved, as measure() does
+            for name, module in modules.items():
+                out, wall, cpu = _stream_inflate(module, data)
+                assert out == ref, f"{name} inflated other bytes than zlib"
+                got[name].append((wall, cpu))
+        base = statistics.median(c for _, c in next(iter(got.values())))
+        for name, times in got.items():
+            wall, cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
+            line(name, secs(wall), f"{cpu:.3f} s", f"{len(ref) / cpu / 1e6:.0f}",
+                 f"{base / cpu:.2f}x")
+        print("\nthe same bytes as zlib.decompress from every inflater (asserted)")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
 def sizes(directory, quick, repeat):
     table(f"avg 2x2 against size (PNG to 8192², tiled TIFF above), median of {repeat}",
           ["side", "decoded", "poolcli wall", "ns / pixel", "poolcli peak", "vips wall",
@@ -192,11 +294,15 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="stop at 8192^2, no 30000^2 TIFF")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/bench_large")
-    parser.add_argument("--only", choices=("8192", "30000", "threads", "sizes", "indices"))
+    parser.add_argument("--only", choices=("8192", "30000", "threads", "sizes", "indices",
+                                           "inflate", "inflate-here"))
     parser.add_argument("--note", default="", help="a sentence printed under the title "
                         "(e.g. what else the machine was doing)")
     args = parser.parse_args(argv)
     os.makedirs(args.dir, exist_ok=True)
+    if args.only == "inflate-here":  # inflaters()'s child
+        _inflaters_here(args.dir, args.repeat)
+        return 0
     print(f"### bench_large ({time.strftime('%Y-%m-%d %H:%M')})\n")
     print(f"{os.cpu_count()} cores, {load()} at the start; walls are medians of {args.repeat} "
           "runs, poolcli and vips interleaved; peak = the largest ru_maxrss of the runs"
@@ -207,6 +313,8 @@ def main(argv=None) -> int:
         versus_vips(args.dir, 30000, "tiff", args.repeat)
     if args.only in (None, "threads"):
         threads(args.dir, args.repeat)
+    if args.only in (None, "inflate"):
+        inflaters(args.dir, args.repeat)
     if args.only in (None, "sizes"):
         sizes(args.dir, args.quick, args.repeat)
     if args.only in (None, "indices"):
