@@ -13,6 +13,7 @@ import functools
 import itertools
 import os
 import struct
+import sys
 import threading
 import zlib
 
@@ -296,8 +297,31 @@ def _read_all(path, threads=1):
             reader.read_rows(y, min(reader.height, y + 5))
 
 
+def hide_isal(monkeypatch, inflate):
+    """``zlib``: python-isal not importable, so the PNG reader falls back to zlib."""
+    if inflate == "zlib":
+        monkeypatch.setitem(sys.modules, "isal", None)
+        monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)
+    else:
+        pytest.importorskip("isal")
+
+
+@pytest.mark.parametrize("inflate", ["isal", "zlib"])
+def test_png_streams_like_read_image_with_either_inflater(tmp_path, monkeypatch, inflate):
+    hide_isal(monkeypatch, inflate)
+    monkeypatch.setattr(_stream_png, "_BLOCK_BYTES", 700)  # many inflate calls per band
+    a = image(97, 61, 3)
+    path = tmp_path / "a.png"
+    path.write_bytes(raw_png(61, 97, 8, 2, packed(a.reshape(97, -1), 8), idat_size=333))
+    z, _ = _stream_png._inflater()
+    assert type(z).__module__.startswith("isal") == (inflate == "isal")
+    assert_streams_like_read_image(path)
+
+
+@pytest.mark.parametrize("inflate", ["isal", "zlib"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch, threads):
+def test_damage_mid_stream_is_read_images_error(tmp_path, monkeypatch, threads, inflate):
+    hide_isal(monkeypatch, inflate)
     monkeypatch.setattr(_stream_png, "_BLOCK_BYTES", 500)  # a few rows decoded at a time
     _read_all_threads = functools.partial(_read_all, threads=threads)
     a = image(80, 40, 3)
