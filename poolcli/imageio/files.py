@@ -125,7 +125,8 @@ def signals_blocked():
     mask = None
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda s, _frame: noted.append(s))
+            if signal.getsignal(signum) is not None:  # None: set outside Python, kept as is
+                previous[signum] = signal.signal(signum, lambda s, _frame: noted.append(s))
         if hasattr(signal, "pthread_sigmask"):
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         yield
