@@ -278,7 +278,9 @@ def test_a_small_file_claiming_a_huge_size_is_refused_before_any_work(tmp_path):
             open_band_reader(path, max_pixels=limit)
         assert str(got.value) == str(expected.value)
         assert "decompression-bomb guard" in str(got.value) and "\n" not in str(got.value)
-    assert open_band_reader(tiff, max_pixels=None) is not None  # the guard raised: streamed
+    reader = open_band_reader(tiff, max_pixels=None)
+    assert reader is not None  # the guard raised: streamed
+    reader.close()
 
 
 def _same_error(path, stream_all):

@@ -180,7 +180,9 @@ def _python_warnings(owner: _Owner, chatter: Chatter):
         warnings.simplefilter("always")
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if threading.get_ident() in owner:
+            # a ResourceWarning comes from the garbage collector finalizing whatever object it
+            # met (often not this file's): never a decoder's word about this file
+            if threading.get_ident() in owner and not issubclass(category, ResourceWarning):
                 chatter.add(_origin(filename), f"{category.__name__}: {message}")
             else:
                 previous(message, category, filename, lineno, file, line)
