@@ -146,8 +146,7 @@ def test_png_to_png(tmp_path, bands):
     src = tmp_path / "in.png"
     Image.fromarray(image(np.uint8, (75, 41, 3), seed=3)).save(src)
     reader = open_band_reader(str(src), max_pixels=10**8)
-    if reader is None:
-        pytest.skip("PNG band reader not available")
+    assert reader is not None  # a non-interlaced PNG streams
     reader.close()
     check(tmp_path, src, "--op gap", ".png", bands, "global", lambda rows: -(-75 // rows))
     out = tmp_path / "out.png"

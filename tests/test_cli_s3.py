@@ -97,18 +97,9 @@ def test_existing_objects_need_force_or_skip(s3):
 def test_an_object_created_after_the_plan_is_not_replaced(s3_env, monkeypatch):
     """The race the plan cannot see: another writer creates the output between the plan's
     check and the write. The conditional put refuses it; the run fails that image (exit 1)."""
-    import poolcli.app.plan as plan_module
-
     t = s3_env.prefix()
     s3_env.put(f"{t}/camera.png", CAMERA)
-    real = plan_module.make_plan
-
-    def plan_then_race(*args, **kwargs):
-        planned = real(*args, **kwargs)
-        s3_env.put(f"{t}/out/camera_max.png", b"the other writer's")
-        return planned
-
-    monkeypatch.setattr(plan_module, "make_plan", plan_then_race)
+    _race_for_the_image(s3_env, monkeypatch, t)
     r = run("pool", f"{t}/camera.png", "-o", f"{t}/out", "-q", "-j", "1")
     assert r.exit_code == 1
     assert f"{t}/out/camera_max.png: exists (use --force to replace)" in r.output

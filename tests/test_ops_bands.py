@@ -125,3 +125,20 @@ def test_float_sums_over_padded_rows_are_not_order_safe():
     assert order_safe(rows, exact=True)
     assert order_safe(window_rows(20, 3, 1, 0, 1, False), exact=False)
     assert order_safe(window_rows(20, 2, 1, 1, 1, False), exact=False)
+
+
+def test_row_blocks_regroup_any_bands_into_the_blocks_from_row_0():
+    from poolcli.ops import RowBlocks
+
+    a = np.arange(23 * 2).reshape(23, 2)
+    for bands in ([23], [1] * 23, [5, 1, 9, 8], [7, 7, 7, 2]):
+        blocks, rows, at = [], RowBlocks(7), 0
+        for n in bands:
+            blocks += list(rows.feed(a[at:at + n]))
+            at += n
+        blocks.append(rows.rest())
+        assert rows.rest() is None
+        expected = [a[0:7], a[7:14], a[14:21], a[21:23]]  # fixed blocks, the last one short
+        assert len(blocks) == len(expected)
+        for got, want in zip(blocks, expected):
+            np.testing.assert_array_equal(got, want)

@@ -401,30 +401,21 @@ class _RowStats:
     fed to the same accumulator in the same order, so the numbers are identical."""
 
     def __init__(self, width: int, channels):
+        from poolcli.ops import RowBlocks
         from poolcli.stats import BLOCK_CELLS, ChannelAccumulator
 
         # channel_stats's row blocks: the same blocks give the same floating-point sums
-        self.rows = max(1, BLOCK_CELLS // max(1, width))
+        self.blocks = RowBlocks(BLOCK_CELLS // max(1, width))
         self.names = tuple(channels)
         self.accs = [ChannelAccumulator() for _ in self.names]
-        self.pending: list[np.ndarray] = []
-        self.count = 0
 
     def add(self, band: np.ndarray) -> None:
-        band = band.reshape(band.shape[0], band.shape[1], -1)
-        while band.shape[0]:
-            take = min(self.rows - self.count, band.shape[0])
-            self.pending.append(band[:take])
-            self.count += take
-            band = band[take:]
-            if self.count == self.rows:
-                self.flush()
+        for block in self.blocks.feed(band.reshape(band.shape[0], band.shape[1], -1)):
+            self._accumulate(block)
 
-    def flush(self) -> None:
-        if not self.pending:
+    def _accumulate(self, block) -> None:
+        if block is None:
             return
-        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.pending, self.count = [], 0
         with np.errstate(invalid="ignore", over="ignore"):
             for i, acc in enumerate(self.accs):
                 acc.add(np.ascontiguousarray(block[..., i]).reshape(-1))
@@ -432,7 +423,7 @@ class _RowStats:
     def result(self) -> list[dict]:
         from poolcli.stats import ChannelStats, channel_names
 
-        self.flush()
+        self._accumulate(self.blocks.rest())
         names = channel_names(len(self.accs), self.names)
         return [ChannelStats(names[i], *acc.result()).as_dict() for i, acc in
                 enumerate(self.accs)]

@@ -48,6 +48,7 @@ _HOME = {
     "order_safe": "_bands",
     "keep_band": "_bands",
     "plan_bands": "_bands",
+    "RowBlocks": "_bands",
 }
 
 __all__ = list(_HOME)
@@ -69,6 +70,7 @@ def __dir__():
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from poolcli.ops._bands import (
         BandRows,
+        RowBlocks,
         blur_rows,
         keep_band,
         order_safe,

@@ -23,12 +23,14 @@ whole-image engine splits rows into strips. It does not for float sums over a pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 from poolcli.ops._geometry import pool_output_size
 
-__all__ = ["BandRows", "window_rows", "blur_rows", "order_safe", "keep_band", "plan_bands"]
+__all__ = ["BandRows", "window_rows", "blur_rows", "order_safe", "keep_band", "plan_bands",
+           "RowBlocks"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +145,33 @@ class AdaptiveRows:
     def reach(self, a: int, b: int) -> tuple[int, int]:
         r0, r1, _ = self.slice_for(a, b)
         return r0, r1
+
+
+class RowBlocks:
+    """Rows that arrive in bands of any size, regrouped into blocks of ``rows`` rows counted
+    from row 0: a reduction that adds the same blocks in the same order as the in-memory pass
+    gives the same floating-point result, wherever the bands happen to start."""
+
+    def __init__(self, rows: int):
+        self.rows = max(1, int(rows))
+        self._pending: list[np.ndarray] = []
+        self._count = 0
+
+    def feed(self, band: np.ndarray) -> Iterator[np.ndarray]:
+        """The blocks ``band`` completes, in order; its last rows wait for the next band."""
+        while band.shape[0]:
+            take = min(self.rows - self._count, band.shape[0])
+            self._pending.append(band[:take])
+            self._count += take
+            band = band[take:]
+            if self._count == self.rows:
+                yield self.rest()
+
+    def rest(self) -> np.ndarray | None:
+        """The rows of the unfinished block (``None`` when there are none); a new block starts."""
+        if not self._pending:
+            return None
+        block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._count = [], 0
+        return block
+

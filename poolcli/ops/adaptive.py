@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from poolcli.ops._adaptive import adaptive_reduce, adaptive_select, banded_height
-from poolcli.ops._bands import AdaptiveRows
+from poolcli.ops._bands import AdaptiveRows, RowBlocks
 from poolcli.ops._common import divide_into, divide_outer, float_dtype_for, int_accumulator
 from poolcli.ops._geometry import adaptive_bounds, as_batch
 
@@ -209,8 +209,7 @@ class GlobalPool:
         self.ufunc = np.add if kind == "avg" else np.maximum
         self.exact = kind == "max" or acc.kind in "iu"
         self.row = None  # (W, C) in acc: the height pass so far
-        self.pending: list[np.ndarray] = []  # rows of an unfinished float block
-        self.count = 0
+        self.blocks = RowBlocks(block)  # float sums: the in-memory pass's row blocks
 
     @classmethod
     def make(cls, kind: str, height: int, width: int, channels: int, dtype):
@@ -231,20 +230,13 @@ class GlobalPool:
         if self.exact:
             self._fold(self.ufunc.reduce(rows, axis=0, dtype=self.acc))
             return
-        while rows.shape[0]:
-            take = min(self.block - self.count, rows.shape[0])
-            self.pending.append(rows[:take])
-            self.count += take
-            rows = rows[take:]
-            if self.count == self.block:
-                self._flush()
+        for block in self.blocks.feed(rows):
+            self._reduce(block)
 
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        rows = np.ascontiguousarray(np.concatenate(self.pending))
-        self.pending, self.count = [], 0
-        self._fold(self.ufunc.reduce(rows, axis=0, dtype=self.inner))
+    def _reduce(self, block) -> None:
+        if block is not None:
+            block = np.ascontiguousarray(block)
+            self._fold(self.ufunc.reduce(block, axis=0, dtype=self.inner))
 
     def _fold(self, part) -> None:
         if self.row is None:
@@ -255,7 +247,7 @@ class GlobalPool:
 
     def result(self):
         """The ``(1, 1, C)`` result, or ``None`` (see the class docstring)."""
-        self._flush()
+        self._reduce(self.blocks.rest())
         row = self.row
         if self.kind == "max" and self.dtype.kind == "f" and ((row == 0) | (row != row)).any():
             return None

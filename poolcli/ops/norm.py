@@ -31,6 +31,8 @@ import numbers
 
 import numpy as np
 
+from poolcli.ops._bands import RowBlocks
+
 __all__ = ["instance_norm", "batch_norm", "layer_norm", "group_norm", "RunningStats",
            "NormBands"]
 
@@ -721,12 +723,10 @@ class NormBands:
     def __init__(self, shape, dtype, num_groups: int, eps: float, weight, bias):
         self.shape, self.out_dtype = tuple(shape), _out_dtype(np.dtype(dtype))
         self.num_groups, self.eps, self.weight, self.bias = num_groups, eps, weight, bias
-        self.rows = _block_rows(self.shape[1], self.shape[2])
+        self.blocks = RowBlocks(_block_rows(self.shape[1], self.shape[2]))
         self.sums, self.squares = np.zeros((1, shape[2])), np.zeros((1, shape[2]))
         self.passes = 0  # passes ended: 0 the sums, 1 the squares, 2 ready to apply
         self.mean = self.scale = None
-        self.pending: list[np.ndarray] = []
-        self.count = 0
 
     @classmethod
     def make(cls, kind: str, shape, dtype, *, eps=1e-5, weight=None, bias=None,
@@ -750,20 +750,12 @@ class NormBands:
         """The next rows ``(n, W, C)`` of the current statistics pass."""
         if self.passes > 1:
             raise ValueError("NormBands.add: the statistics are complete; apply() the bands")
-        band = np.asarray(band).reshape(-1, self.shape[1], self.shape[2])
-        while band.shape[0]:
-            take = min(self.rows - self.count, band.shape[0])
-            self.pending.append(band[:take])
-            self.count += take
-            band = band[take:]
-            if self.count == self.rows:
-                self._flush()
+        for rows in self.blocks.feed(np.asarray(band).reshape(-1, *self.shape[1:])):
+            self._fold(rows)
 
-    def _flush(self) -> None:
-        if not self.pending:
+    def _fold(self, rows) -> None:
+        if rows is None:
             return
-        rows = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.pending, self.count = [], 0
         block = np.ascontiguousarray(rows).astype(np.float64).reshape(-1, self.shape[2])
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             if self.passes == 0:
@@ -776,7 +768,7 @@ class NormBands:
         """End pass 1 (the mean is known) or pass 2 (the variance: ready to apply)."""
         if self.passes > 1:
             raise ValueError("NormBands.end_pass: both statistics passes have ended")
-        self._flush()
+        self._fold(self.blocks.rest())
         h, w, c = self.shape
         count = h * w * (c // self.num_groups)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
