@@ -80,7 +80,7 @@ class Operator:
     checks: tuple[Callable[[dict], None], ...] = ()
     selects_if: Callable[[dict], bool] | None = None
     scope: str = ""  # norm: what the statistics are taken over, for explain (str.format(params))
-    # Band by band over a large image (app/stream.py): "" no; "exact" (a window's arithmetic
+    # Band by band over a large image (app/stream/): "" no; "exact" (a window's arithmetic
     # is order-free: max/min), "int" (exact for integer input, float sums otherwise), "float"
     # (float sums), "blur" (blur's reflect-padded geometry, whole-array arithmetic),
     # "stochastic" (8/16-bit unsigned input; each band's generator advanced to its first row),

@@ -44,7 +44,7 @@ def records(output: str) -> list[dict]:
 @pytest.fixture(autouse=True)
 def streamed(monkeypatch):
     """How many jobs the streaming path completed (it must, where the test expects it)."""
-    from poolcli.app import stream
+    from poolcli.app.stream import pool as stream
 
     done = []
     real = stream._Streamed.run
@@ -189,7 +189,7 @@ def test_one_thread_starts_no_thread(tmp_path, monkeypatch, streamed):
 
     from PIL import Image
 
-    from poolcli.app import stream
+    from poolcli.app.stream import pool as stream
 
     rng = np.random.default_rng(6)
     src = tmp_path / "in.png"

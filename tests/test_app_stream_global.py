@@ -22,7 +22,7 @@ ROWS = ("1", "2", "7")
 @pytest.fixture
 def bands(monkeypatch):
     """Bands computed by the streaming path: adaptive output bands, global input bands."""
-    from poolcli.app import stream
+    from poolcli.app.stream import pool as stream
     from poolcli.ops import adaptive
 
     seen = {"adaptive": 0, "global": 0}

@@ -44,7 +44,7 @@ def record(output: str, *paths) -> dict:
 @pytest.fixture(autouse=True)
 def streamed(monkeypatch):
     """Which streaming runs completed: ("pool" | "unpool", whether it streamed)."""
-    from poolcli.app import stream
+    from poolcli.app.stream import pool, unpool
 
     done = []
 
@@ -58,8 +58,8 @@ def streamed(monkeypatch):
 
         monkeypatch.setattr(cls, "run", counted)
 
-    counting(stream._Streamed, "pool")
-    counting(stream._Unpooled, "unpool")
+    counting(pool._Streamed, "pool")
+    counting(unpool._Unpooled, "unpool")
     return done
 
 

@@ -1,0 +1,53 @@
+"""Large images band by band: decode a band of rows, pool it, encode it, drop it.
+
+The package: :mod:`poolcli.app.stream._common` (threads, the bands' sizes, the band reader, the output policy and
+statistics band by band), :mod:`poolcli.app.stream.pool` (fixed, adaptive and global pooling), :mod:`poolcli.app.stream.unpool`,
+:mod:`poolcli.app.stream.norm` (instance, layer and group norm). :data:`STREAM_BYTES` and :data:`BAND_BYTES` are
+read from this module when used, so setting them here (tests, benchmarks) takes effect.
+
+:func:`pool_stream` is what :func:`poolcli.app.jobs.pool_one` tries first. It streams when the
+decoded image passes :data:`STREAM_BYTES` (or ``POOLCLI_STREAM_ROWS`` forces it, with that many
+output rows per band), the file streams (:func:`poolcli.imageio.stream.open_band_reader`), the
+operator does (its registry ``stream`` attribute), and banding is bit-identical for this
+geometry and dtype (:func:`poolcli.ops.order_safe`); otherwise it returns ``None`` and the job
+runs in memory. Output rows ``[a, b)`` of a band come from running the unchanged operator on the
+input rows :meth:`poolcli.ops.BandRows.slice_for` names, so the results, the written file, the
+statistics (same blocks, same accumulator) and the record equal the in-memory path's.
+Stochastic pooling (8/16-bit unsigned input) gets, for each band, the image's generator advanced
+to the band's first output row (:meth:`_Streamed.generator`): the same picks as in memory.
+
+With more than one thread the stages overlap: one reader thread decodes the next bands
+(:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a PNG's zlib
+stream is inflated ahead in one more thread, libpng unfilters in the reader thread), the bands
+are pooled on a thread pool with at most ``2 * threads`` in flight, and the calling thread
+filters them in order for the writer, which deflates in a thread of its own. zlib, libpng,
+imagecodecs and numpy release the GIL. Every stage that carries state from band to band (the
+zlib streams, the PNG filters, the statistics) runs in one thread, in order, so the bytes are
+those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process runs the
+image alone, one in a ``-j N`` worker process; one thread starts no thread at all (no
+oversubscription: the runner's workers already use the cores).
+
+Memory: about ``2 * threads + 1 + _READ_AHEAD`` input bands of :data:`BAND_BYTES`, their
+results, and the reader's and writer's buffers, whatever the image size. The bomb guard is the
+reader's: a file claiming more than ``--max-pixels`` is refused before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+__all__ = ["STREAM_BYTES", "BAND_BYTES", "ROWS_ENV", "THREADS_ENV", "pool_stream", "threads",
+           "band_geometry", "unpool_stream", "norm_stream"]
+
+#: Decoded size from which an image is streamed. Measured with the read-ahead pipeline (2 cores,
+#: whole processes, median of 7, max and avg 2x2 RGB PNG to PNG): streamed against in memory,
+#: 2048² 295/275 ms against 248/238 ms, 3072² 366/378 against 345/353, 4096² 512/557 against
+#: 516/557: the in-memory decoder and encoder work on whole buffers and win on small images,
+#: so streaming starts where it stops costing time (and memory starts to matter): 32 MiB.
+STREAM_BYTES = 32 << 20
+#: Input bytes per band (about); a band is at least one output row.
+BAND_BYTES = 2 << 20
+
+# after the tunables: the submodules read them from here at call time
+from poolcli.app.stream._common import ROWS_ENV, THREADS_ENV, band_geometry, threads  # noqa: E402
+from poolcli.app.stream.norm import norm_stream  # noqa: E402
+from poolcli.app.stream.pool import pool_stream  # noqa: E402
+from poolcli.app.stream.unpool import unpool_stream  # noqa: E402

@@ -1,0 +1,318 @@
+"""Pooling band by band (see :mod:`poolcli.app.stream`): fixed windows (:class:`_Streamed`),
+adaptive windows (:class:`_Adaptive`) and global pooling (:func:`_pool_global`)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from types import SimpleNamespace
+
+import numpy as np
+
+from poolcli import registry
+from poolcli.app.stream._common import (_READ_AHEAD, _WRITERS, _open_large, _Policy, _RowStats,
+                                        _shaped, band_geometry, forced_rows, setting, threads)
+
+
+def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
+    """Pool one job band by band; ``None`` when it should run in memory instead.
+    ``build_record`` is :func:`poolcli.app.jobs.build_record` (the one record builder)."""
+    if spec.indices_png or spec.preview or job.output == "-" or "://" in job.output:
+        return None
+    from poolcli.formats import SUFFIX_FORMAT
+
+    op = registry.get(spec.op)
+    fmt = SUFFIX_FORMAT.get(os.path.splitext(job.output)[1].lower())
+    if not op.stream or fmt not in _WRITERS:
+        return None
+    if spec.save_indices and not op.selects_with(spec.params):
+        return None
+    reader = _open_large(job.source, max_pixels)
+    if reader is None:
+        return None
+    with reader:
+        if op.stream.startswith(("adaptive-", "global-")):
+            return _pool_adaptive(job, op, spec, opts, reader, build_record)
+        rows = band_geometry(op, spec.params, reader.height, reader.dtype)
+        if rows is None:
+            return None
+        streamed = _Streamed(job, op, spec.params, opts, reader, rows)
+        streamed.want_indices = spec.save_indices
+        return streamed.run(build_record)
+
+
+class _Streamed:
+    """One streamed pool job: the bands, the output policy per band, the record."""
+
+    def __init__(self, job, op, params, opts, reader, rows):
+        self.job, self.op, self.params, self.opts = job, op, params, opts
+        self.reader, self.rows = reader, rows
+        row_bytes = reader.width * len(reader.channels) * reader.dtype.itemsize
+        self.band = forced_rows() or max(1, setting("BAND_BYTES") // max(1, row_bytes * rows.s))
+        self.stats_in = _RowStats(reader.width, reader.channels) if opts.stats else None
+        self.fed = 0  # input rows given to stats_in
+        self.threads = threads()
+        reader.use_threads(self.threads)
+        self.seed = self.per_row = None
+        if op.stream == "stochastic" and params.get("mode", "train") == "train":
+            self.seed = _image_seed(params.get("seed"), job.index)
+            self.per_row = len(reader.channels) * _out_width(params, reader.width)
+        self.info: dict = {}
+        self.want_indices = False  # also the max-location map, written band by band
+        self.map_path: str | None = None
+
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
+        """Output rows ``[first + skip, first + skip + count)`` from input rows ``x`` (from
+        ``r0``); the operator computes them from output row ``first`` on."""
+        from poolcli.ops import keep_band
+
+        params = self.params
+        if self.seed is not None:  # the image's random stream, from output row `first` on
+            params = dict(params, seed=self.generator(first))
+        result = self.op.run(x, params, self.want_indices)
+        info = dict(result.info)
+        if self.seed is not None:
+            info["seed"] = self.seed
+        self.info = info
+        if self.want_indices:  # (values, indices in the whole image's plane)
+            values, idx = keep_band((result.values, result.indices), skip, count, r0,
+                                    x.shape[1])
+            return np.ascontiguousarray(values), idx
+        return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1]))
+
+    def feed_input(self, x: np.ndarray, r0: int) -> None:
+        if self.stats_in is not None and r0 + x.shape[0] > self.fed:
+            self.stats_in.add(x[self.fed - r0 :])
+            self.fed = r0 + x.shape[0]
+
+    def generator(self, first: int) -> np.random.Generator:
+        """The image's generator advanced to output row ``first``: stochastic pooling draws
+        one uniform (one PCG64 step) per output cell in C order over ``(oh, ow, C)``, so the
+        band's picks are the whole image's whatever the band boundaries."""
+        rng = np.random.default_rng(self.seed)
+        rng.bit_generator.advance(first * self.per_row)
+        return rng
+
+    def inputs(self):
+        """``(block, start, r0, skip, count, first output row computed)`` of each band, in
+        order: the band's rows are ``block[r0 - start:]``; with statistics wanted, ``block``
+        starts earlier when windows skip rows (stride over the kernel), so every input row is
+        counted once, in order, as in memory."""
+        done = 0  # rows read so far (for the statistics)
+        for a, b in _plan(self.rows, self.band):
+            r0, r1, skip = self.rows.slice_for(a, b)
+            start = min(r0, done) if self.stats_in is not None else r0
+            done = max(done, r1)
+            yield self.reader.read_rows(start, r1), start, r0, skip, b - a, a - skip
+
+    def results(self):
+        """Output bands in order. One thread: decoded and computed here, nothing else runs.
+        More: decoded ahead by one reader thread, computed on the thread pool."""
+        n = self.threads
+        if n == 1:
+            for block, start, r0, skip, count, first in self.inputs():
+                self.feed_input(block, start)
+                yield self.compute(block[r0 - start :], r0, skip, count, first)
+        else:
+            from poolcli.imageio.stream import ReadAhead
+
+            with ThreadPoolExecutor(n, thread_name_prefix="poolcli-band") as pool:
+                _start_threads(pool, n)
+                inputs = ReadAhead(self.inputs(), _READ_AHEAD)
+                try:
+                    flight: deque = deque()
+                    for block, start, r0, skip, count, first in inputs:
+                        self.feed_input(block, start)
+                        flight.append(pool.submit(self.compute, block[r0 - start :], r0, skip,
+                                                  count, first))
+                        if len(flight) >= 2 * n:
+                            yield flight.popleft().result()
+                    while flight:
+                        yield flight.popleft().result()
+                finally:
+                    inputs.close()
+        if self.stats_in is None:
+            return
+        for r0 in range(self.fed, self.reader.height, self.band):  # rows no band read
+            self.feed_input(self.reader.read_rows(r0, min(self.reader.height, r0 + self.band)),
+                            r0)
+
+    def run(self, build_record) -> dict | None:
+        bands = self.results()
+        head = next(bands)
+        first = head[0] if self.want_indices else head
+        policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
+        if policy is None:
+            bands.close()
+            return None
+        stats_out = _RowStats(first.shape[1], self.reader.channels) if self.opts.stats else None
+        with ExitStack() as stack:
+            # the map first, committed before the image, as in memory (a failure removes it)
+            maps = stack.enter_context(self.open_map(first)) if self.want_indices else None
+            writer = stack.enter_context(self.open_writer(first, policy))
+            for band in _chain(head, bands):
+                values, idx = band if maps is not None else (band, None)
+                if stats_out is not None:
+                    stats_out.add(values)
+                if maps is not None:
+                    maps.write_rows(idx)
+                writer.write_rows(policy.convert(values))
+            if maps is not None:
+                maps.commit()
+            writer.commit()
+        return self.record(first, policy, stats_out, build_record)
+
+    def open_map(self, first):
+        """The max-location map's band writer (the bytes ``indexmap.save`` writes)."""
+        from poolcli.app.runner import track_commit
+        from poolcli.imageio import indexmap
+
+        r = self.reader
+        shape = (self.rows.out, *first.shape[1:])
+        meta = indexmap.build_meta(operator=self.op.name, params=self.params,
+                                   input_shape=(r.height, r.width, len(r.channels)),
+                                   input_dtype=r.dtype, output_shape=shape, source=r.source)
+        self.map_path = indexmap.map_path_for(self.job.output)
+        return indexmap.open_writer(self.map_path, shape=shape, meta=meta,
+                                    overwrite=self.opts.force, on_commit=track_commit)
+
+    def open_writer(self, first, policy):
+        from poolcli import imageio
+        from poolcli.app.outputs import provenance
+        from poolcli.app.runner import track_commit
+        from poolcli.formats import SUFFIX_FORMAT
+        from poolcli.imageio.stream import open_band_writer
+
+        self.made = provenance("pool", self.op.name, self.params, self.info)
+        imageio.make_parent_dirs(self.job.output)
+        fmt = SUFFIX_FORMAT[os.path.splitext(self.job.output)[1].lower()]
+        return open_band_writer(self.job.output, height=self.rows.out, width=first.shape[1],
+                                channels=self.reader.channels, dtype=policy.target, fmt=fmt,
+                                overwrite=self.opts.force, on_commit=track_commit,
+                                metadata=self.made, compress_level=self.opts.compress_level,
+                                threads=self.threads)
+
+    def record(self, first, policy, stats_out, build_record) -> dict:
+        r = self.reader
+        img = SimpleNamespace(source=r.source, channels=r.channels,
+                              array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
+        values = _shaped((self.rows.out, *first.shape[1:]), first.dtype)
+        notes = list(r.notes) + [f"{k}: {v}" for k, v in self.info.items()] + policy.notes
+        extra = dict(self.info)
+        if self.map_path is not None:
+            extra["indices"] = self.map_path
+        record = build_record(img, self.job.output, self.op.name, self.params, values, notes,
+                              stats=None, **extra)
+        if self.stats_in is not None:
+            record["stats_in"] = self.stats_in.result()
+            record["stats_out"] = stats_out.result()
+        return record
+
+
+def _plan(rows, band: int):
+    from poolcli.ops import plan_bands
+
+    return plan_bands(rows, band)
+
+
+def _image_seed(seed, index: int) -> int:
+    """The seed ``poolcli.app.jobs.pool_compute`` gives this image (drawn when none is set)."""
+    if seed is None:
+        return registry.new_seed()
+    return registry.image_seed(seed, index)
+
+
+def _out_width(params: dict, width: int) -> int:
+    """Output columns of a PyTorch-style pooling of ``width`` columns."""
+    from poolcli.ops import pool_output_size
+
+    def second(value, default):
+        value = default if value is None else value
+        return int(value) if np.ndim(value) == 0 else int(value[1])
+
+    k = second(params["kernel"], None)
+    return pool_output_size(width, k, second(params.get("stride"), k),
+                            second(params.get("padding"), 0), second(params.get("dilation"), 1),
+                            bool(params.get("ceil_mode", False)))
+
+
+def _start_threads(pool, n: int) -> None:
+    """Start the pool's ``n`` threads now: a thread started while the reader thread captures a
+    decoder's chatter would count as the decoder's (see ``poolcli.imageio._quiet``)."""
+    barrier = threading.Barrier(n)
+    for future in [pool.submit(barrier.wait) for _ in range(n)]:
+        future.result()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+# ---- adaptive and global pooling ---------------------------------------------------------------
+
+
+def _pool_adaptive(job, op, spec, opts, reader, build_record) -> dict | None:
+    """Adaptive pooling band by band (each band with the whole image's windows), global pooling
+    through an accumulator over the bands; ``None``: in memory (the max locations, or a case
+    :class:`~poolcli.ops.adaptive.GlobalPool` cannot give bit for bit)."""
+    if spec.save_indices:
+        return None
+    kind = op.stream.split("-", 1)[1]
+    if op.stream.startswith("global-"):
+        return _pool_global(job, op, spec.params, opts, reader, kind, build_record)
+    from poolcli.ops.adaptive import adaptive_band_rows
+
+    rows = adaptive_band_rows(reader.height, spec.params["output_size"])
+    return _Adaptive(job, op, spec.params, opts, reader, rows).run(build_record)
+
+
+class _Adaptive(_Streamed):
+    """Adaptive pooling: output rows ``[a, b)`` from input rows ``[floor(a*H/oh),
+    ceil(b*H/oh))`` by :func:`poolcli.ops.adaptive.adaptive_pool_rows`, not by the operator on
+    the slice (whose own adaptive windows would not be the image's)."""
+
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
+        from poolcli.ops.adaptive import adaptive_pool_rows
+
+        a = first + skip
+        return np.ascontiguousarray(adaptive_pool_rows(
+            x, self.op.stream.split("-", 1)[1], self.params["output_size"], self.reader.height,
+            a, a + count, r0))
+
+
+def _pool_global(job, op, params, opts, reader, kind, build_record) -> dict | None:
+    """Every band into one :class:`~poolcli.ops.adaptive.GlobalPool`, then the ``1x1`` result
+    written and recorded as in memory (:func:`poolcli.app.outputs.write_values`)."""
+    from poolcli.app.outputs import provenance, write_values
+    from poolcli.ops.adaptive import GlobalPool
+
+    r = reader
+    pool = GlobalPool.make(kind, r.height, r.width, len(r.channels), r.dtype)
+    if pool is None:
+        return None
+    row_bytes = r.width * len(r.channels) * r.dtype.itemsize
+    band = forced_rows() or max(1, setting("BAND_BYTES") // max(1, row_bytes))
+    stats_in = _RowStats(r.width, r.channels) if opts.stats else None
+    for r0 in range(0, r.height, band):
+        x = r.read_rows(r0, min(r.height, r0 + band))
+        pool.add(x)
+        if stats_in is not None:
+            stats_in.add(x)
+    values = pool.result()
+    if values is None:
+        return None
+    notes = list(r.notes)
+    write_values(values, job.output, channels=r.channels, opts=opts, notes=notes,
+                 source_dtype=r.dtype, provenance=provenance("pool", op.name, params, {}))
+    img = SimpleNamespace(source=r.source, channels=r.channels,
+                          array=_shaped((r.height, r.width, len(r.channels)), r.dtype))
+    record = build_record(img, job.output, op.name, params, values, notes, stats=None)
+    if stats_in is not None:
+        stats_out = _RowStats(values.shape[1], r.channels)
+        stats_out.add(values)
+        record["stats_in"], record["stats_out"] = stats_in.result(), stats_out.result()
+    return record
