@@ -511,6 +511,37 @@ def test_writer_threads_give_the_same_bytes(tmp_path, monkeypatch, fmt):
                    for t in threading.enumerate())
 
 
+@pytest.mark.parametrize("level", [0, 1, 6])
+@pytest.mark.parametrize("chunk", [1, 700, 5000])
+def test_png_chunks_give_one_stream_whatever_the_bands_and_threads(tmp_path, monkeypatch,
+                                                                    level, chunk):
+    """Scanlines deflated in fixed chunks (one row each, a few rows, the whole image) on 1-3
+    threads and fed in any bands: one valid zlib stream holding the very scanlines of
+    ``write_image`` (checked by ``zlib.decompress``, which verifies the Adler-32), and the same
+    file bytes every time."""
+    monkeypatch.setattr(_stream_png, "_CHUNK_BYTES", chunk)
+    a = image(83, 37, 3, np.uint16, seed=chunk)
+    write_image(tmp_path / "whole.png", a, compress_level=level)
+    files = set()
+    for threads, sizes in [(1, (83,)), (1, (1,)), (2, (13, 1, 40)), (3, (5,)), (2, (82, 1))]:
+        path = tmp_path / f"b{threads}{sizes[0]}.png"
+        write_bands(path, a, "PNG", sizes=sizes, threads=threads, compress_level=level)
+        assert idat_stream(path) == idat_stream(tmp_path / "whole.png")
+        np.testing.assert_array_equal(read_image(path).array, a)
+        files.add(path.read_bytes())
+    assert len(files) == 1
+
+
+def test_adler32_combine_is_adler32_of_the_concatenation():
+    rng = np.random.default_rng(3)
+    for n1, n2 in [(0, 0), (0, 9), (1, 0), (5552, 5553), (70000, 3), (1, 300000)]:
+        a = rng.integers(0, 256, n1, np.uint8).tobytes()
+        b = rng.integers(0, 256, n2, np.uint8).tobytes()
+        b = b if n2 != 3 else b"\xff" * 3
+        assert _stream_png._adler32_combine(zlib.adler32(a), zlib.adler32(b), n2) \
+            == zlib.adler32(a + b), (n1, n2)
+
+
 def test_npy_writer_is_np_save(tmp_path):
     a = image(30, 20, 3, np.float32)
     np.save(tmp_path / "whole.npy", a)

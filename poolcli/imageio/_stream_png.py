@@ -12,9 +12,11 @@ then laid out as ``read_image`` lays them out (colour key to alpha, palette expa
 4-bit grey scaled to 8 bits). Each image-data chunk's CRC is checked when its last byte is read.
 
 Writing: :class:`PngBandWriter` filters the rows with the code :func:`poolcli.imageio.png.write_png`
-uses (:class:`poolcli.imageio.png.RowFilter`), and deflates them with ``zlib.compressobj`` as
-they come, in a worker thread: libdeflate, which the in-memory writer uses, only compresses a whole buffer at once.
-The pixels are identical to ``write_image``'s file, the compressed bytes are not.
+uses (:class:`poolcli.imageio.png.RowFilter`), and deflates them with zlib in fixed chunks that
+threads compress side by side and that concatenate into one stream (pigz's way): libdeflate,
+which the in-memory writer uses, only compresses a whole buffer at once. The pixels are identical
+to ``write_image``'s file, the compressed bytes are not; they depend on nothing but the rows and
+the level (not on the bands or the thread count).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _NAMES = {0: ("L",), 2: ("R", "G", "B"), 4: ("L", "A"), 6: ("R", "G", "B", "A")}
 _READ_BYTES = 1 << 20  # compressed bytes read from the file at a time
 _BLOCK_BYTES = 1 << 20  # raw scanline bytes unfiltered at a time
-_IN_FLIGHT = 2  # blocks of scanlines queued for the deflate thread
+_CHUNK_BYTES = 1 << 20  # scanline bytes deflated as one piece (see PngBandWriter)
+_WINDOW = 1 << 15  # DEFLATE's window: the dictionary a chunk is primed with
 _INFLATED_AHEAD = 2  # blocks of scanlines the inflate thread may hold ready
 _TEXT = (b"tEXt", b"zTXt", b"iTXt")
 _CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
@@ -366,16 +369,19 @@ def _key(trns: bytes) -> np.ndarray:
 class PngBandWriter(BandWriter):
     """A plain PNG written as the rows come: IHDR, the provenance text, IDAT chunks, IEND.
 
-    The rows are filtered in the caller's thread and deflated in one worker thread (zlib
-    releases the GIL), so compressing a band overlaps with computing the next one; at most
-    :data:`_IN_FLIGHT` blocks wait for it. ``threaded=False`` deflates in the caller's thread
-    instead. One stream, in order: the bytes are the same either way.
+    The rows are filtered in the caller's thread, in order, into chunks of a fixed number of
+    rows (:data:`_CHUNK_BYTES` of scanlines), whatever the bands given. Each chunk is deflated
+    on its own, as pigz does: a raw DEFLATE stream primed with the previous chunk's last 32 KiB
+    (``zdict``, so matches reach back as in one stream) and ended by a sync flush (an empty
+    stored block: byte-aligned, not final), so the chunks concatenate into one valid stream,
+    closed by an empty final block and the Adler-32 of every scanline (combined from each
+    chunk's). With ``threads`` above 1 the chunks are deflated on that many threads (zlib
+    releases the GIL), at most ``2 * threads`` in flight; with 1, in the caller's thread. The
+    chunks do not depend on the bands or the threads, so neither do the bytes.
     """
 
     def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp,
-                 threaded: bool = True, **kw):
-        from concurrent.futures import ThreadPoolExecutor
-
+                 threads: int = 1, **kw):
         count, dtype = len(names), np.dtype(kw["dtype"])
         if dtype not in (np.uint8, np.uint16):
             raise ValueError(f"PNG stores uint8 or uint16, not {dtype}")
@@ -383,52 +389,74 @@ class PngBandWriter(BandWriter):
             raise ValueError(f"PNG stores 1-4 channels, not {count}; write .tiff or .npy")
         self._level, self._chunks = level, stamp.png_chunks() if stamp else []
         self._filter = RowFilter(kw["width"], count, dtype, filtered=level > 0)
-        self._z = zlib.compressobj(level)
-        self._pending = bytearray()
-        self._worker = None
-        if threaded:
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix="poolcli-png-deflate")
+        line = 1 + self._filter.line
+        self._rows_per_chunk = max(1, _CHUNK_BYTES // line)
+        self._chunk = np.empty((self._rows_per_chunk, line), np.uint8)
+        self._filled = 0  # rows of self._chunk filled
+        self._zdict = b""  # the last 32 KiB of scanlines before self._chunk
+        self._adler, self._pending = 1, bytearray(zlib.compress(b"", level)[:2])  # zlib header
         self._queued: deque = deque()
+        self._threads = max(1, int(threads))
+        self._worker = None
+        if self._threads > 1:
+            self._worker = _start_pool(self._threads, "poolcli-png-deflate")
         super().__init__(target, channels=count, **kw)
-        if self._worker is not None:  # its thread started now, not during a reader's capture
-            self._worker.submit(int).result()
 
     def _start(self, fh: BinaryIO) -> None:
         fh.write(png_head(self.width, self.height, self.dtype, self.channel_count, self._chunks))
 
     def _encode(self, fh: BinaryIO, rows: np.ndarray) -> None:
-        step = max(1, _BLOCK_BYTES // (1 + self._filter.line))
-        for r0 in range(0, len(rows), step):
-            part = rows[r0:r0 + step]
-            scanlines = np.empty((len(part), 1 + self._filter.line), np.uint8)
-            self._filter.filter_into(part, scanlines)
-            if self._worker is None:
-                self._deflate(fh, scanlines)
-                continue
-            self._wait(_IN_FLIGHT - 1)
-            self._queued.append(self._worker.submit(self._deflate, fh, scanlines))
+        done = 0
+        while done < len(rows):
+            take = min(len(rows) - done, self._rows_per_chunk - self._filled)
+            self._filter.filter_into(rows[done:done + take],
+                                     self._chunk[self._filled:self._filled + take])
+            self._filled += take
+            done += take
+            if self._filled == self._rows_per_chunk:
+                self._submit(fh)
 
-    def _deflate(self, fh: BinaryIO, scanlines: np.ndarray) -> None:
-        """In the worker thread: compress, and write the IDAT chunks that are full."""
-        self._pending += self._z.compress(scanlines)
+    def _submit(self, fh: BinaryIO) -> None:
+        """Hand the filled rows of the current chunk to be deflated; start a new chunk."""
+        data = self._chunk[:self._filled]
+        job = (data, self._zdict, self._level)
+        self._zdict = _tail(self._zdict, data)
+        self._chunk = np.empty_like(self._chunk)
+        self._filled = 0
+        if self._worker is None:
+            self._append(fh, _deflate_chunk(*job))
+            return
+        self._drain(fh, 2 * self._threads - 1)
+        self._queued.append(self._worker.submit(_deflate_chunk, *job))
+
+    def _drain(self, fh: BinaryIO, most: int) -> None:
+        while len(self._queued) > most:
+            self._append(fh, self._queued.popleft().result())  # a worker's exception: here
+
+    def _append(self, fh: BinaryIO, done: tuple[bytes, int, int]) -> None:
+        data, adler, size = done
+        self._adler = _adler32_combine(self._adler, adler, size)
+        self._pending += data
         self._flush(fh, IDAT_BYTES)
 
-    def _wait(self, most: int) -> None:
-        while len(self._queued) > most:
-            self._queued.popleft().result()  # the worker's exception, if any, is raised here
-
     def _finish(self, fh: BinaryIO) -> None:
-        self._wait(0)
-        if self._worker is not None:
-            self._worker.shutdown()
-        self._pending += self._z.flush()
+        if self._filled:
+            self._submit(fh)
+        self._drain(fh, 0)
+        self._stop()
+        # an empty final block (fixed Huffman: BFINAL=1, BTYPE=01, end-of-block), the checksum
+        self._pending += b"\x03\x00" + struct.pack(">I", self._adler)
         self._flush(fh, 1)
         write_chunk(fh, b"IEND", b"")
 
     def _discard(self) -> None:
+        self._stop()
+        self._queued.clear()
+
+    def _stop(self) -> None:
         if self._worker is not None:
             self._worker.shutdown(wait=True, cancel_futures=True)
-        self._queued.clear()
+            self._worker = None
 
     def _flush(self, fh: BinaryIO, least: int) -> None:
         """Write the compressed bytes in IDAT chunks of :data:`IDAT_BYTES` (the last shorter)."""
@@ -440,3 +468,44 @@ class PngBandWriter(BandWriter):
             start = end
         view.release()
         del self._pending[:start]
+
+
+def _deflate_chunk(scanlines: np.ndarray, zdict: bytes, level: int) -> tuple[bytes, int, int]:
+    """One chunk as raw DEFLATE primed with ``zdict`` and sync-flushed; its Adler-32 and size."""
+    z = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else \
+        zlib.compressobj(level, zlib.DEFLATED, -15)
+    data = z.compress(scanlines) + z.flush(zlib.Z_SYNC_FLUSH)
+    return data, zlib.adler32(scanlines), scanlines.nbytes
+
+
+def _tail(previous: bytes, scanlines: np.ndarray) -> bytes:
+    """The last :data:`_WINDOW` bytes of ``previous`` followed by ``scanlines``."""
+    raw = scanlines.reshape(-1)
+    if raw.size >= _WINDOW:
+        return raw[-_WINDOW:].tobytes()
+    return (previous + raw.tobytes())[-_WINDOW:]
+
+
+def _adler32_combine(first: int, second: int, size: int) -> int:
+    """The Adler-32 of ``a + b`` from ``adler32(a)``, ``adler32(b)`` and ``len(b)`` (zlib's
+    ``adler32_combine``, which Python does not expose): ``A = 1 + sum(bytes)`` and
+    ``B = sum of the running A``, both modulo 65521."""
+    base = 65521
+    a1, b1 = first & 0xFFFF, first >> 16
+    a2, b2 = second & 0xFFFF, second >> 16
+    a = (a1 + a2 - 1) % base
+    b = (b1 + b2 + size * (a1 - 1)) % base
+    return (b << 16) | a
+
+
+def _start_pool(count: int, name: str):
+    """A thread pool with its ``count`` threads started now: a thread started while a reader
+    thread captures a decoder's chatter would count as the decoder's (``imageio._quiet``)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(count, thread_name_prefix=name)
+    barrier = threading.Barrier(count)
+    for future in [pool.submit(barrier.wait) for _ in range(count)]:
+        future.result()
+    return pool

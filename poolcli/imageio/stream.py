@@ -144,10 +144,10 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
     compress_level : int, optional
         Deflate level 0-9 for PNG and TIFF (default that of ``write_image``).
     threads : int, optional
-        ``1``: every byte encoded in the calling thread (a ``-j N`` worker, where the runner's
-        processes already use the cores). Otherwise PNG deflates in one worker thread (the
-        default), overlapping the caller's next band, and TIFF deflates its strips on
-        ``threads`` threads (default 1: in the calling thread). The bytes are the same.
+        ``1`` (the default): every byte encoded in the calling thread (a ``-j N`` worker,
+        where the runner's processes already use the cores). More: PNG deflates its chunks and
+        TIFF its strips on ``threads`` threads, overlapping the caller's next band. The bytes
+        are the same.
 
     Raises
     ------
@@ -175,7 +175,8 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
     if name == "PNG":
         from poolcli.imageio._stream_png import PngBandWriter
 
-        return PngBandWriter(target, level=level, stamp=stamp, threaded=threads != 1, **common)
+        return PngBandWriter(target, level=level, stamp=stamp, threads=threads or 1,
+                             **common)
     if name == "TIFF":
         from poolcli.imageio._stream_tiff import TiffBandWriter
 
