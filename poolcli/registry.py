@@ -85,7 +85,8 @@ class Operator:
     # (float sums), "blur" (blur's reflect-padded geometry, whole-array arithmetic),
     # "stochastic" (8/16-bit unsigned input; each band's generator advanced to its first row),
     # "adaptive-avg"/"adaptive-max" (bands with the whole image's adaptive windows),
-    # "global-avg"/"global-max" (an accumulator over the bands)
+    # "global-avg"/"global-max" (an accumulator over the bands), "rows" (each output row from
+    # its own input row alone, when ``axis`` is the width: K-max)
     stream: str = ""
 
     def resolve(self, params: dict) -> dict:
@@ -484,7 +485,7 @@ OPERATORS: list[Operator] = [
              "K-max pooling: the k largest values of each row (or column), in original order.",
              "Kalchbrenner et al., ACL 2014 (DCNN), arXiv:1404.2188",
              ("k", "axis", "k_top", "layer", "layers"), _run_kmax, selects=True,
-             explain="kmax"),
+             explain="kmax", stream="rows"),
     Operator("sort", "pool", "Sort pooling: weighted sum of each window's largest values.",
              "Singla 2017 (sort_pool2d); weights largest first",
              ("kernel", "stride", "padding", "ceil_mode", "weights"), _run_sort,

@@ -29,6 +29,9 @@ CASES = [
     ("--op sort -k 3 -s 2", True),
     ("--op blur -k 5", True),
     ("--op avg -k 2 -s 3", True),  # rows no window reads: still in the statistics, once
+    ("--op kmax", True),  # row by row along the width, k = W // 2
+    ("--op kmax --k 5", True),
+    ("--op kmax --k-top 3 --layer 1 --layers 3", True),  # DCNN's dynamic k, from W
 ]
 
 
@@ -89,6 +92,26 @@ def test_npy_streamed_equals_memory(tmp_path, rgb_npy, opts, _, streamed):
     assert streamed == [True]
     assert mem.read_bytes() == st.read_bytes()
     assert rm == rs
+
+
+def test_kmax_along_the_height_runs_in_memory(tmp_path, rgb_npy, streamed):
+    """Each column's k largest need the whole column: not banded."""
+    mem, st, (rm, rs) = pool_both(tmp_path, rgb_npy, "--op kmax --axis h --k 4", ".npy")
+    assert streamed == []
+    assert mem.read_bytes() == st.read_bytes() and rm == rs
+
+
+def test_kmax_max_locations_streamed(tmp_path, rgb_npy, streamed):
+    """The map of a streamed K-max holds the whole image's flat ``h * W + w``."""
+    mem, st, (rm, rs) = pool_both(tmp_path, rgb_npy, "--op kmax --k 6 --save-indices", ".npy",
+                                  rows="4")
+    assert streamed == [True]
+    assert mem.read_bytes() == st.read_bytes()
+    a = np.load(str(mem).replace(".npy", ".indices.npz"))
+    b = np.load(str(st).replace(".npy", ".indices.npz"))
+    assert a.files == b.files
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
 
 
 def test_float_input_and_threads(tmp_path, streamed):

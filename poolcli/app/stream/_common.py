@@ -50,6 +50,9 @@ def band_geometry(op, params: dict, height: int, dtype):
     if op.stream == "blur":
         stride = params.get("stride") or (2, 2)
         return ops.blur_rows(height, params["kernel"][0], stride[0], None)
+    if op.stream == "rows":  # K-max along the width: row by row, k from the width alone
+        return ops.window_rows(height, 1, 1, 0, 1, False) if params.get("axis") == "w" \
+            else None
     if op.stream not in ("exact", "int", "float", "stochastic"):
         return None
     rows = ops.window_rows(height, params["kernel"], params.get("stride"),
