@@ -165,8 +165,8 @@ def test_unpool_of_float_values_with_accumulate(tmp_path, rgb_npy, streamed, laz
     assert streamed == [("pool", True)] + [("unpool", True)] * 6
 
 
-def test_signed_float_to_png_and_indices_png_run_in_memory(tmp_path, rgb_npy, streamed):
-    """A signed result mapped to PNG by its range, and --indices-png, need the whole image."""
+def test_signed_float_to_png_runs_in_memory(tmp_path, rgb_npy, streamed):
+    """A signed result mapped to PNG by its range needs the whole image."""
     out = pool_both(tmp_path, rgb_npy, "--op max -k 2", ".npy", "4")
     _, maps, _ = out["st"]
     signed = tmp_path / "signed.npy"
@@ -174,10 +174,70 @@ def test_signed_float_to_png_and_indices_png_run_in_memory(tmp_path, rgb_npy, st
     res = unpool_both(tmp_path, signed, maps, ".png", "2")
     assert res["umem"][0].read_bytes() == res["ust"][0].read_bytes()
     assert streamed == [("pool", True), ("unpool", False)]
-    code, text = run(["pool", rgb_npy, "--op", "max", "--indices-png", "-o",
-                      tmp_path / "sel.npy"], {"POOLCLI_STREAM_ROWS": "4"})
-    assert code == 0, text
-    assert streamed == [("pool", True), ("unpool", False)]  # not streamed at all
+
+
+def picture_both(tmp_path, src, opts, rows, threads, extra=()):
+    """``pool --indices-png`` in memory and streamed: ``{name: (image, picture, record)}``."""
+    from poolcli.imageio import read_image
+
+    out = {}
+    for name, env in (("mem", {}), ("st", {"POOLCLI_STREAM_ROWS": rows})):
+        env["POOLCLI_THREADS"] = threads
+        image = tmp_path / f"{name}.npy"
+        code, text = run(["pool", src, *opts.split(), "--indices-png", *extra, "-o", image,
+                          "--json", "--force"], env)
+        assert code == 0, text
+        picture = read_image(tmp_path / f"{name}.selected.png")
+        out[name] = (image.read_bytes(), picture,
+                     record(text, image, tmp_path / f"{name}.indices.npz"))
+    return out
+
+
+@pytest.mark.parametrize("opts", GEOMETRIES + ["--op kmax --k 7"])
+@pytest.mark.parametrize("rows,threads", [("1", "1"), ("4", "2")])
+def test_indices_png_streamed_equals_memory(tmp_path, rgb_npy, opts, rows, threads, streamed):
+    """The picture of the selected cells, written band by band (cells that windows of two
+    bands select, rows no window reads), is the in-memory picture; so are the image and the
+    record."""
+    out = picture_both(tmp_path, rgb_npy, opts, rows, threads)
+    (mi, mp, mr), (si, sp, sr) = out["mem"], out["st"]
+    assert streamed == [("pool", True)]
+    assert mi == si and mr == sr
+    assert mp.array.dtype == sp.array.dtype and np.array_equal(mp.array, sp.array)
+    assert 0 < np.count_nonzero(sp.array) < sp.array.size
+    from poolcli.imageio.provenance import read_provenance
+
+    assert read_provenance(tmp_path / "st.selected.png") == \
+        read_provenance(tmp_path / "mem.selected.png")
+
+
+def test_indices_png_of_16_bit_grey_with_a_map(tmp_path, streamed):
+    """16-bit grey, against the naive picture: each window's argmax cell set, the rest 0."""
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 65536, (41, 29, 1), dtype=np.uint16)
+    np.save(tmp_path / "g.npy", a)
+    out = picture_both(tmp_path, tmp_path / "g.npy", "--op max -k 3 -s 2", "2", "2",
+                       ["--save-indices"])
+    assert streamed == [("pool", True)]
+    naive = np.zeros_like(a[:, :, 0])
+    for i in range(0, 41 - 2, 2):
+        for j in range(0, 29 - 2, 2):
+            window = a[i:i + 3, j:j + 3, 0]
+            di, dj = np.unravel_index(np.argmax(window), window.shape)
+            naive[i + di, j + dj] = window[di, dj]
+    for name in ("mem", "st"):
+        np.testing.assert_array_equal(out[name][1].array.reshape(naive.shape), naive)
+    assert out["mem"][2] == out["st"][2]
+    assert (tmp_path / "st.indices.npz").read_bytes() == (tmp_path / "mem.indices.npz").read_bytes()
+
+
+def test_indices_png_of_a_float_image_runs_in_memory(tmp_path, streamed):
+    """A float input's picture is mapped to 8 bits by its whole range: in memory."""
+    np.save(tmp_path / "f.npy", np.random.default_rng(1).standard_normal((30, 20, 3)))
+    out = picture_both(tmp_path, tmp_path / "f.npy", "--op max -k 2", "3", "1")
+    assert streamed == [("pool", False)]
+    assert out["mem"][0] == out["st"][0] and out["mem"][2] == out["st"][2]
+    assert np.array_equal(out["mem"][1].array, out["st"][1].array)
 
 
 def test_a_map_with_an_index_outside_its_window_unpools_in_memory(tmp_path, rgb_npy, streamed,
@@ -216,15 +276,17 @@ def test_png_to_png_with_map_and_unpool(tmp_path, streamed, lazy_maps):
 
 
 def test_a_failed_image_leaves_no_map(tmp_path, rgb_npy, monkeypatch, streamed):
-    """The map is committed before the image, as in memory; when the image then fails, the
-    runner removes the map again."""
+    """The map and the picture are committed before the image, as in memory; when the image
+    then fails, the runner removes them again."""
     from poolcli.imageio import _stream_npy
 
     def broken(self, fh):  # the image's last step, after the map was committed
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_stream_npy.NpyBandWriter, "_finish", broken)
-    code, text = run(["pool", rgb_npy, "--op", "max", "--save-indices", "-o",
-                      tmp_path / "o.npy"], {"POOLCLI_STREAM_ROWS": "4"})
-    assert code != 0 and "disk full" in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+    for extra in (["--save-indices"], ["--save-indices", "--indices-png"]):
+        code, text = run(["pool", rgb_npy, "--op", "max", *extra, "-o", tmp_path / "o.npy"],
+                         {"POOLCLI_STREAM_ROWS": "4"})
+        assert code != 0 and "disk full" in text
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]  # (only the band
+        # writer fails: the streamed path ran)

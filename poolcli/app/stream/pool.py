@@ -20,7 +20,7 @@ from poolcli.app.stream._common import (_READ_AHEAD, _WRITERS, _open_large, _Pol
 def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
     """Pool one job band by band; ``None`` when it should run in memory instead.
     ``build_record`` is :func:`poolcli.app.jobs.build_record` (the one record builder)."""
-    if spec.indices_png or spec.preview or job.output == "-" or "://" in job.output:
+    if spec.preview or job.output == "-" or "://" in job.output:
         return None
     from poolcli.formats import SUFFIX_FORMAT
 
@@ -28,7 +28,7 @@ def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
     fmt = SUFFIX_FORMAT.get(os.path.splitext(job.output)[1].lower())
     if not op.stream or fmt not in _WRITERS:
         return None
-    if spec.save_indices and not op.selects_with(spec.params):
+    if (spec.save_indices or spec.indices_png) and not op.selects_with(spec.params):
         return None
     reader = _open_large(job.source, max_pixels)
     if reader is None:
@@ -41,6 +41,7 @@ def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
             return None
         streamed = _Streamed(job, op, spec.params, opts, reader, rows)
         streamed.want_indices = spec.save_indices
+        streamed.want_picture = spec.indices_png
         return streamed.run(build_record)
 
 
@@ -62,25 +63,31 @@ class _Streamed:
             self.per_row = len(reader.channels) * _out_width(params, reader.width)
         self.info: dict = {}
         self.want_indices = False  # also the max-location map, written band by band
+        self.want_picture = False  # also --indices-png's picture of the selected cells
         self.map_path: str | None = None
 
-    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int):
         """Output rows ``[first + skip, first + skip + count)`` from input rows ``x`` (from
-        ``r0``); the operator computes them from output row ``first`` on."""
+        ``r0``); the operator computes them from output row ``first`` on. With max locations
+        wanted: ``(values, indices in the whole image's plane, picked)``, ``picked`` the
+        selected cells for :class:`_Picture` (or None)."""
         from poolcli.ops import keep_band
 
         params = self.params
         if self.seed is not None:  # the image's random stream, from output row `first` on
             params = dict(params, seed=self.generator(first))
-        result = self.op.run(x, params, self.want_indices)
+        located = self.want_indices or self.want_picture
+        result = self.op.run(x, params, located)
         info = dict(result.info)
         if self.seed is not None:
             info["seed"] = self.seed
         self.info = info
-        if self.want_indices:  # (values, indices in the whole image's plane)
+        if located:
             values, idx = keep_band((result.values, result.indices), skip, count, r0,
                                     x.shape[1])
-            return np.ascontiguousarray(values), idx
+            picked = _Picture.picked(x, r0, idx, self.reader.height) if self.want_picture \
+                else None
+            return np.ascontiguousarray(values), idx, picked
         return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1]))
 
     def feed_input(self, x: np.ndarray, r0: int) -> None:
@@ -141,27 +148,38 @@ class _Streamed:
                             r0)
 
     def run(self, build_record) -> dict | None:
+        from poolcli.app.outputs import provenance
+
         bands = self.results()
         head = next(bands)
-        first = head[0] if self.want_indices else head
+        located = isinstance(head, tuple)
+        first = head[0] if located else head
         policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
-        if policy is None:
+        shown = _Picture.policy(self.job.output, self.reader.dtype) if self.want_picture \
+            else None
+        if policy is None or (self.want_picture and shown is None):
             bands.close()
             return None
         stats_out = _RowStats(first.shape[1], self.reader.channels) if self.opts.stats else None
+        self.made = provenance("pool", self.op.name, self.params, self.info)
         with ExitStack() as stack:
-            # the map first, committed before the image, as in memory (a failure removes it)
+            # as in memory: the map, then the picture, then the image (a failure removes them)
             maps = stack.enter_context(self.open_map(first)) if self.want_indices else None
+            picture = _Picture(stack, self, shown) if self.want_picture else None
             writer = stack.enter_context(self.open_writer(first, policy))
             for band in _chain(head, bands):
-                values, idx = band if maps is not None else (band, None)
+                values, idx, picked = band if located else (band, None, None)
                 if stats_out is not None:
                     stats_out.add(values)
                 if maps is not None:
                     maps.write_rows(idx)
+                if picture is not None:
+                    picture.add(*picked)
                 writer.write_rows(policy.convert(values))
             if maps is not None:
                 maps.commit()
+            if picture is not None:
+                picture.commit()
             writer.commit()
         return self.record(first, policy, stats_out, build_record)
 
@@ -181,12 +199,10 @@ class _Streamed:
 
     def open_writer(self, first, policy):
         from poolcli import imageio
-        from poolcli.app.outputs import provenance
         from poolcli.app.runner import track_commit
         from poolcli.formats import SUFFIX_FORMAT
         from poolcli.imageio.stream import open_band_writer
 
-        self.made = provenance("pool", self.op.name, self.params, self.info)
         imageio.make_parent_dirs(self.job.output)
         fmt = SUFFIX_FORMAT[os.path.splitext(self.job.output)[1].lower()]
         return open_band_writer(self.job.output, height=self.rows.out, width=first.shape[1],
@@ -210,6 +226,73 @@ class _Streamed:
             record["stats_in"] = self.stats_in.result()
             record["stats_out"] = stats_out.result()
         return record
+
+
+class _Picture:
+    """``--indices-png`` band by band: the input with only the selected cells, the rest 0
+    (:func:`poolcli.visual.selection_picture`), written as ``write_values`` writes it. Input
+    rows are held from the first one a band may still select (bands' first input rows only go
+    forward: the rows above are final) to the last one read, so a cell that windows of two
+    bands select is set by both, as in memory."""
+
+    def __init__(self, stack: ExitStack, streamed: _Streamed, policy: _Policy):
+        from poolcli.app.jobs import selection_path
+        from poolcli.app.runner import track_commit
+        from poolcli.imageio.stream import open_band_writer
+
+        r = streamed.reader
+        self.width, self.height, self.policy = r.width, r.height, policy
+        self.held = np.zeros((0, r.width, len(r.channels)), r.dtype)
+        self.top = 0  # the input row held[0] is
+        self.writer = stack.enter_context(open_band_writer(
+            selection_path(streamed.job.output), height=r.height, width=r.width,
+            channels=r.channels, dtype=policy.target, fmt="PNG", overwrite=streamed.opts.force,
+            on_commit=track_commit, metadata={**streamed.made, "picture": "selected cells"},
+            compress_level=streamed.opts.compress_level, threads=streamed.threads))
+
+    @staticmethod
+    def policy(output: str, dtype) -> _Policy | None:
+        from poolcli.app.jobs import selection_path
+
+        return _Policy.make(selection_path(output), dtype, dtype)
+
+    @staticmethod
+    def picked(x: np.ndarray, r0: int, idx: np.ndarray, height: int):
+        """``(r0, r1, cells, values)`` of a band (in a pool thread): the flat positions in the
+        ``(H, W, C)`` image of the cells ``idx`` selects (those inside the plane, as
+        ``selection_picture`` keeps them) and their input values, from the band's rows ``x``."""
+        w, c = x.shape[1], x.shape[2]
+        flat = x.reshape(-1, c)
+        cells, values = [], []
+        for ch in range(c):
+            sel = idx[..., ch].reshape(-1)
+            sel = sel[(sel >= 0) & (sel < height * w)]
+            cells.append(sel * c + ch)
+            values.append(flat[sel - r0 * w, ch])
+        return r0, r0 + x.shape[0], np.concatenate(cells), np.concatenate(values)
+
+    def add(self, r0: int, r1: int, cells: np.ndarray, values: np.ndarray) -> None:
+        self._write_until(r0)
+        if r1 > self.top + len(self.held):
+            more = np.zeros((r1 - self.top - len(self.held), *self.held.shape[1:]),
+                            self.held.dtype)
+            self.held = np.concatenate([self.held, more])
+        self.held.reshape(-1)[cells - self.top * self.width * self.held.shape[2]] = values
+
+    def commit(self) -> None:
+        self._write_until(self.height)
+        self.writer.commit()
+
+    def _write_until(self, row: int) -> None:
+        """Write the rows above ``row`` (held, then zeros for rows no window reached)."""
+        done = min(max(0, row - self.top), len(self.held))
+        if done:
+            self.writer.write_rows(self.policy.convert(self.held[:done]))
+            self.held, self.top = self.held[done:].copy(), self.top + done
+        while self.top < row:  # rows above ``row`` that no band held
+            zeros = np.zeros((min(row - self.top, 256), *self.held.shape[1:]), self.held.dtype)
+            self.writer.write_rows(self.policy.convert(zeros))
+            self.top += len(zeros)
 
 
 def _plan(rows, band: int):
@@ -259,7 +342,7 @@ def _pool_adaptive(job, op, spec, opts, reader, build_record) -> dict | None:
     """Adaptive pooling band by band (each band with the whole image's windows), global pooling
     through an accumulator over the bands; ``None``: in memory (the max locations, or a case
     :class:`~poolcli.ops.adaptive.GlobalPool` cannot give bit for bit)."""
-    if spec.save_indices:
+    if spec.save_indices or spec.indices_png:
         return None
     kind = op.stream.split("-", 1)[1]
     if op.stream.startswith("global-"):
