@@ -8,6 +8,13 @@ lays out its strips and IFD unlike tifffile, as for pooling); the JSON line's te
 Counters on :class:`poolcli.ops.norm.NormBands` prove the streaming path ran (and did not in
 memory). The statistics cut the same row blocks as the in-memory pass: a small
 ``_BLOCK_VALUES`` makes blocks span several bands and bands several blocks.
+
+An 8-bit PNG output gets the display mapping (``--display``) of the whole result: the streamed
+path normalizes the bands once more per display statistics pass (none for clip, one for minmax,
+two for sigma) and once to write them; the PNG's bytes may differ (the band writer deflates with
+zlib, the in-memory one with libdeflate), so its decoded pixels are compared, and the JSON line
+(display description, clipped count, note) as always. ``small_blocks`` cuts the display
+statistics' row blocks small too.
 """
 
 from __future__ import annotations
@@ -47,9 +54,11 @@ def passes(monkeypatch):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
+    from poolcli.imageio import values
     from poolcli.ops import norm
 
     monkeypatch.setattr(norm, "_BLOCK_VALUES", 100)
+    monkeypatch.setattr(values, "_BLOCK_CELLS", 40)
 
 
 def run(src, out, opts: str, env: dict, code: int = 0) -> tuple[bytes, str]:
@@ -71,8 +80,10 @@ def values(path):
     return read_image(str(path)).array
 
 
-def check(tmp_path, src, opts: str, suffix: str, passes, streams: bool = True, env=None):
-    """In memory, then streamed with each of ROWS: the same values (bytes for NPY) and record."""
+def check(tmp_path, src, opts: str, suffix: str, passes, streams: bool = True, env=None,
+          display: int = 0):
+    """In memory, then streamed with each of ROWS: the same values (bytes for NPY) and record.
+    ``display``: the display statistics passes expected (each normalizes every band)."""
     out = tmp_path / f"out{suffix}"
     passes.update(add=0, apply=0)
     mem = run(src, out, opts, dict(env or {}))
@@ -88,7 +99,8 @@ def check(tmp_path, src, opts: str, suffix: str, passes, streams: bool = True, e
         got = values(out)
         assert got.dtype == mem_values.dtype and got.tobytes() == mem_values.tobytes()
         bands = -(-h // int(rows))
-        expect = {"add": 2 * bands, "apply": bands} if streams else {"add": 0, "apply": 0}
+        expect = {"add": 2 * bands, "apply": bands * (1 + display)} if streams \
+            else {"add": 0, "apply": 0}
         assert passes == expect, (opts, rows)
 
 
@@ -182,12 +194,92 @@ def test_threads_give_the_same_bytes(tmp_path, passes, small_blocks):
               env={"POOLCLI_THREADS": threads})
 
 
-def test_png_output_runs_in_memory(tmp_path, passes):
-    """A PNG gets a display mapping over the whole result's range: not streamed."""
+#: --display specs and their statistics passes (sigma's second skipped when nothing is finite)
+DISPLAYS = {"minmax": 1, "sigma": 2, "sigma:2": 2, "clip": 0, "clip255": 0}
+
+
+def display_passes(spec: str, finite: bool = True) -> int:
+    return min(DISPLAYS[spec], 1 if not finite else 2)
+
+
+@pytest.mark.parametrize("spec", DISPLAYS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=lambda d: np.dtype(d).name)
+def test_png_output_streamed_with_display(tmp_path, passes, small_blocks, spec, dtype):
     src = tmp_path / "in.npy"
-    np.save(src, image(np.uint8, (10, 8, 3), seed=8))
-    check(tmp_path, src, "--op instance", ".png", passes, streams=False)
-    check(tmp_path, src, "--op instance --display clip", ".png", passes, streams=False)
+    np.save(src, image(dtype, (19, 9, 3), seed=8))
+    check(tmp_path, src, f"--op instance --gamma 2,1,0.5 --display {spec}", ".png", passes,
+          display=display_passes(spec))
+
+
+@pytest.mark.parametrize("spec", DISPLAYS)
+def test_png_display_of_nan_inf_and_constant_planes(tmp_path, passes, small_blocks, spec):
+    """A float32 TIFF: a NaN poisons channel 0, a huge gamma overflows channel 1 to +/-inf in
+    places, channel 2 is constant (0 + beta); clipped counts differ from mapping to mapping."""
+    import tifffile
+
+    x = image(np.float32, (23, 7, 3), seed=9)
+    x[5, 3, 0] = np.nan
+    x[..., 2] = 7.0
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, x, photometric="rgb", rowsperstrip=3)
+    check(tmp_path, src, f"--op instance --gamma 1,3e38,1 --beta 0,0,0.25 --display {spec}",
+          ".png", passes, display=display_passes(spec))
+
+
+@pytest.mark.parametrize("spec", DISPLAYS)
+def test_png_display_of_all_nan_and_constant_images(tmp_path, passes, small_blocks, spec):
+    """No finite value (minmax/sigma of nothing), and one constant image (-> 128)."""
+    import tifffile
+
+    src = tmp_path / "in.tif"
+    x = image(np.float32, (11, 5, 3), seed=10)
+    x[0, 0, :] = np.nan  # every channel poisoned: every result NaN
+    tifffile.imwrite(src, x, photometric="rgb", rowsperstrip=2)
+    check(tmp_path, src, f"--op layer --display {spec}", ".png", passes,
+          display=display_passes(spec, finite=False))
+    tifffile.imwrite(src, np.full((11, 5, 3), 3.0, np.float32), photometric="rgb",
+                     rowsperstrip=2)
+    check(tmp_path, src, f"--op layer --beta 0.5 --display {spec}", ".png", passes,
+          display=display_passes(spec))
+
+
+def test_png_display_grey_and_png_input(tmp_path, passes, small_blocks):
+    """A grey 8-bit PNG in, group norm, and the display's real (unpatched) block size over a
+    wider image: several row blocks of 2**18 values."""
+    from PIL import Image
+
+    png = tmp_path / "in.png"
+    Image.fromarray(image(np.uint8, (21, 13), seed=11)).save(png)
+    check(tmp_path, png, "--op layer --display sigma:2", ".png", passes, display=2)
+
+
+def test_png_display_real_blocks(tmp_path, passes):
+    src = tmp_path / "in.npy"
+    np.save(src, image(np.uint16, (700, 600, 2), seed=12))  # 840000 values: 4 display blocks
+    check(tmp_path, src, "--op instance --display sigma", ".png", passes, display=2)
+
+
+def test_png_display_threads(tmp_path, passes, small_blocks):
+    src = tmp_path / "in.npy"
+    np.save(src, image(np.uint8, (30, 9, 4), seed=13))
+    for threads in ("1", "3"):
+        check(tmp_path, src, "--op group --groups 2 --display sigma", ".png", passes,
+              env={"POOLCLI_THREADS": threads}, display=2)
+
+
+def test_what_still_runs_in_memory(tmp_path, passes):
+    """JPEG (no band writer), a PNG of 5 channels (in memory says PNG cannot hold them):
+    never streamed, the same outcome."""
+    src = tmp_path / "in.npy"
+    np.save(src, image(np.uint8, (10, 8, 3), seed=14))
+    check(tmp_path, src, "--op instance", ".jpg", passes, streams=False)
+    np.save(src, image(np.uint8, (10, 8, 5), seed=14))
+    out = tmp_path / "out.png"
+    for env in ({}, {"POOLCLI_STREAM_ROWS": "2"}):
+        passes.update(add=0, apply=0)
+        text = run(src, out, "--op instance", env, code=1)[1]
+        assert "PNG stores 1-4 channels, not 5" in text and not out.exists()
+        assert passes == {"add": 0, "apply": 0}
 
 
 def test_errors_are_the_in_memory_ones(tmp_path, passes):
@@ -200,3 +292,109 @@ def test_errors_are_the_in_memory_ones(tmp_path, passes):
         errors = [[line for line in text.splitlines() if '"error"' in line] for text in (mem, st)]
         assert errors[0] == errors[1] and len(errors[0]) == 1, opts
     assert not out.exists()
+
+
+# ---- batch norm inference with stored statistics ---------------------------------------------
+
+
+@pytest.fixture
+def inferred(monkeypatch):
+    """Bands normalized by the streamed batch-norm inference."""
+    from poolcli.app.stream import norm as stream_norm
+
+    seen = [0]
+    apply = stream_norm._Inference.apply
+
+    def counted(self, band, r0):
+        seen[0] += 1
+        return apply(self, band, r0)
+
+    monkeypatch.setattr(stream_norm._Inference, "apply", counted)
+    return seen
+
+
+def fitted(tmp_path, channels: int = 3) -> str:
+    """A statistics file fitted on three small images."""
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"fit{i}.npy")
+        np.save(files[-1], image(np.uint8, (6, 5, channels), seed=30 + i))
+    stats = tmp_path / "stats.json"
+    result = CliRunner().invoke(main, ["norm", "--op", "batch", "--fit", "--save-stats",
+                                       str(stats), *map(str, files), "-q", "--force"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return str(stats)
+
+
+def check_batch(tmp_path, src, opts: str, suffix: str, inferred, display: int = 0, env=None):
+    """``check`` for ``--op batch --stats``: one pass (plus the display's) per band size."""
+    out = tmp_path / f"out{suffix}"
+    opts = f"--op batch --stats {fitted(tmp_path)} {opts}"
+    inferred[0] = 0
+    mem = run(src, out, opts, dict(env or {}))
+    mem_values = values(out)
+    assert inferred[0] == 0
+    for rows in ROWS:
+        inferred[0] = 0
+        st = run(src, out, opts, {**(env or {}), "POOLCLI_STREAM_ROWS": rows})
+        assert st[1] == mem[1], (opts, rows)
+        if suffix == ".npy":
+            assert st[0] == mem[0], (opts, rows)
+        got = values(out)
+        assert got.dtype == mem_values.dtype and got.tobytes() == mem_values.tobytes()
+        assert inferred[0] == -(-mem_values.shape[0] // int(rows)) * (1 + display), (opts, rows)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+@pytest.mark.parametrize("opts", ["", "--running --gamma 2,1,0.5 --beta 0,1,-1"])
+def test_batch_inference_streamed(tmp_path, inferred, small_blocks, dtype, suffix, opts):
+    src = tmp_path / "in.npy"
+    x = image(dtype, (17, 9, 3), seed=21)
+    if np.dtype(dtype).kind == "f":
+        x[4, 4, 1] = np.nan
+    np.save(src, x)
+    check_batch(tmp_path, src, opts, suffix, inferred)
+
+
+@pytest.mark.parametrize("spec", DISPLAYS)
+def test_batch_inference_to_png(tmp_path, inferred, small_blocks, spec):
+    """A float32 TIFF with NaN and an overflow to inf (huge gamma): every display mapping."""
+    import tifffile
+
+    x = image(np.float32, (19, 7, 3), seed=22)
+    x[3, 2, 0] = np.nan
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, x, photometric="rgb", rowsperstrip=4)
+    check_batch(tmp_path, src, f"--gamma 1,3e38,1 --display {spec}", ".png", inferred,
+                display=display_passes(spec))
+
+
+def test_batch_inference_png_input_threads(tmp_path, inferred, small_blocks):
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    Image.fromarray(image(np.uint8, (25, 11, 3), seed=23)).save(src)
+    for threads in ("1", "3"):
+        check_batch(tmp_path, src, "--display minmax", ".png", inferred, display=1,
+                    env={"POOLCLI_THREADS": threads})
+
+
+def test_batch_inference_errors_are_the_in_memory_ones(tmp_path, inferred):
+    """Statistics of 3 channels for a 4-channel image: refused before any band, in memory's
+    words; a JPEG output and -q runs still work (JPEG in memory)."""
+    stats = fitted(tmp_path)
+    src = tmp_path / "in.npy"
+    np.save(src, image(np.uint8, (10, 8, 4), seed=24))
+    out = tmp_path / "out.npy"
+    opts = f"--op batch --stats {stats}"
+    mem = run(src, out, opts, {}, code=1)[1]
+    st = run(src, out, opts, {"POOLCLI_STREAM_ROWS": "2"}, code=1)[1]
+    errors = [[line for line in text.splitlines() if '"error"' in line] for text in (mem, st)]
+    assert errors[0] == errors[1] and len(errors[0]) == 1 and "channels" in errors[0][0]
+    assert inferred[0] == 0 and not out.exists()
+    np.save(src, image(np.uint8, (10, 8, 3), seed=24))
+    mem = run(src, tmp_path / "o.jpg", opts, {})
+    assert run(src, tmp_path / "o.jpg", opts, {"POOLCLI_STREAM_ROWS": "2"}) == mem
+    assert inferred[0] == 0

@@ -71,7 +71,17 @@ def normalize_with(x, stored: dict, params: dict, what: str, running: bool = Fal
 
 def infer_one(job, stored: dict, stats_path: str, running: bool, params: dict,
               opts: WriteOptions, max_pixels, preview: bool = False) -> dict:
-    """Normalize one image with the statistics ``stored`` (loaded from ``stats_path``)."""
+    """Normalize one image with the statistics ``stored`` (loaded from ``stats_path``); a large
+    one band by band when it can be (:func:`poolcli.app.stream.infer_stream`)."""
+    from poolcli.app.stream import infer_stream
+
+    made = provenance("norm", "batch", {**params, "running": running})
+    note = f"inference with {inference_statistics(stored, running)[2]} of {stats_path}"
+    streamed = infer_stream(job, lambda rows: normalize_with(rows, stored, params, stats_path,
+                                                             running)[0],
+                            note, params, made, opts, max_pixels, preview, build_record)
+    if streamed is not None:
+        return streamed
     img = read(job.source, max_pixels)
     try:
         values, used = normalize_with(img.array, stored, params, stats_path, running)
@@ -79,7 +89,6 @@ def infer_one(job, stored: dict, stats_path: str, running: bool, params: dict,
         raise PoolcliError(f"{img.source}: {exc}") from None
     notes = list(img.notes) + [f"inference with {used} of {stats_path}"]
     stats = stats_beside(img.array, values, img.channels, opts.stats)
-    made = provenance("norm", "batch", {**params, "running": running})
     display = write_values(values, job.output, channels=img.channels, opts=opts, notes=notes,
                            signed=True, provenance=made)
     extra = {PREVIEW_KEY: (values, None, img.channels)} if preview else {}

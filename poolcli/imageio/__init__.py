@@ -8,8 +8,8 @@ Module             What it owns
                    guard
 ``write``          encoding images: :func:`write_image` and its encoders
 ``png``            the PNG writer (numpy filtering, libdeflate)
-``values``         :func:`fit_to_dtype`, :func:`to_display`, :func:`parse_display`,
-                   :func:`output_dtype_for`
+``values``         :func:`fit_to_dtype`, :func:`to_display` (and :class:`DisplayMapping`, the
+                   same band by band), :func:`parse_display`, :func:`output_dtype_for`
 ``files``          :func:`atomic_write`, :func:`make_parent_dirs`, short OS-error phrases
 ``indexmap``       max-location map files (``.indices.npz``): save and validated load
 ``statsfile``      batch-norm statistics files (JSON): save and validated load
@@ -30,6 +30,7 @@ from poolcli.imageio.files import atomic_write, make_parent_dirs
 from poolcli.imageio.read import DEFAULT_MAX_PIXELS, Image, read_image
 from poolcli.imageio.values import (
     DISPLAY_MAPPINGS,
+    DisplayMapping,
     fit_to_dtype,
     output_dtype_for,
     parse_display,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_PNG_COMPRESS_LEVEL",
     "DISPLAY_MAPPINGS",
     "SUPPORTED_SUFFIXES",
+    "DisplayMapping",
     "Image",
     "atomic_write",
     "fit_to_dtype",

@@ -21,6 +21,7 @@ from poolcli.formats import SUFFIX_FORMAT, SUFFIX_HINT
 __all__ = [
     "DEFAULT_SIGMA_K",
     "DISPLAY_MAPPINGS",
+    "DisplayMapping",
     "fit_to_dtype",
     "output_dtype_for",
     "parse_display",
@@ -69,14 +70,17 @@ def parse_display(text: str) -> tuple[str, float | None]:
     return name, (DEFAULT_SIGMA_K if name == "sigma" else None)
 
 
-def _row_blocks(values: np.ndarray, cells: int = 1 << 18):
+#: Values per row block of the value mappings (float64 temporaries of 2 MiB).
+_BLOCK_CELLS = 1 << 18
+
+
+def _row_blocks(values: np.ndarray, cells: int = _BLOCK_CELLS):
     """Views of ``values`` (ndim >= 1) along its first axis, about ``cells`` values each.
 
     Value mapping works block by block so its float64 temporaries stay at a few MiB whatever
     the image size (whole-array float64 copies were 8x a uint8 image, several at once).
     """
-    row = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
-    rows = max(1, cells // max(1, row))
+    rows = max(1, cells // max(1, _row_size(values)))
     for r0 in range(0, values.shape[0], rows):
         yield r0, min(values.shape[0], r0 + rows), values[r0 : r0 + rows]
 
@@ -127,52 +131,139 @@ def to_display(
     values = np.asarray(array)
     if values.dtype.kind not in "biuf":
         raise ValueError(f"to_display needs a real numeric array, not {values.dtype}")
-    name, k = parse_display(mapping)
-    if name == "sigma" and ":" not in mapping:
-        k = sigma_k
-        if not (np.isfinite(k) and k > 0):
-            raise ValueError(f"sigma K must be a positive number, got {k}")
     flat = values.reshape(1) if values.ndim == 0 else values
-    lo, hi, description = _display_range(flat, name, k)
-    out, clipped = _map_to_uint8(flat, name, lo, hi)
-    if clipped:
-        description += f" ({clipped} of {flat.size} values clipped)"
-    return out.reshape(values.shape), description
+    mapping = DisplayMapping(mapping, row_size=_row_size(flat), sigma_k=sigma_k)
+    while mapping.wants_pass():  # the whole array is one band
+        mapping.add(flat)
+        mapping.end_pass()
+    out = mapping.map(flat)
+    return out.reshape(values.shape), mapping.description(flat.size)
 
 
-def _display_range(flat: np.ndarray, name: str, k: float | None) -> tuple[float, float, str]:
-    """``(lo, hi, description)`` of a mapping: lo/hi map to 0/255 (minmax and sigma)."""
-    if name == "clip":
-        return 0.0, 1.0, "clip [0, 1] -> [0, 255]"
-    if name == "clip255":
-        return 0.0, 255.0, "clip [0, 255], rounded"
-    # Pass 1 (and 2 for sigma): statistics of the finite values.
-    count, lo, hi, total = 0, np.inf, -np.inf, 0.0
-    for _, _, x in _float_blocks(flat):
-        data = x[np.isfinite(x)]
-        if data.size:
-            count += data.size
-            lo, hi = min(lo, float(data.min())), max(hi, float(data.max()))
-            total += float(data.sum())
-    if name == "minmax":
-        lo, hi = (lo, hi) if count else (0.0, 0.0)
-        if hi > lo:
-            return lo, hi, f"minmax [{lo:.4g}, {hi:.4g}] -> [0, 255] (whole image, all channels)"
-        return lo, hi, f"minmax: constant image ({lo:.4g}) -> 128"
-    mean = total / count if count else 0.0
-    squares = 0.0
-    if count:
-        for _, _, x in _float_blocks(flat):
-            d = x[np.isfinite(x)] - mean
-            squares += float(np.einsum("i,i->", d, d))
-    std = float(np.sqrt(squares / count)) if count else 0.0
-    lo, hi = mean - k * std, mean + k * std
-    if hi > lo:
-        return lo, hi, (
-            f"sigma {k:g}: mean {mean:.4g} +/- {k:g}*std {std:.4g} "
-            f"= [{lo:.4g}, {hi:.4g}] -> [0, 255], clipped (whole image, all channels)"
-        )
-    return lo, hi, f"sigma {k:g}: constant image ({mean:.4g}) -> 128"
+def _row_size(values: np.ndarray) -> int:
+    """Values per row (along the first axis) of ``values`` (ndim >= 1)."""
+    return int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
+
+
+class DisplayMapping:
+    """:func:`to_display` of an array given band by band: rows along its first axis, in order,
+    in bands cut anywhere. The same ``(lo, hi)`` and description, the same ``uint8`` values
+    and clipped count as :func:`to_display` on the whole array, which runs this with the whole
+    array as its one band.
+
+    The statistics passes (none for clip/clip255, one for minmax, two for sigma: mean, then
+    squared deviations) regroup the bands into the row blocks :func:`_row_blocks` cuts from
+    row 0 (:class:`poolcli.ops.RowBlocks`), each made float64 and reduced as one, in order, so
+    the floating-point sums are the whole array's. Mapping is elementwise: any band.
+
+    >>> m = DisplayMapping("minmax", row_size=1)
+    >>> while m.wants_pass():
+    ...     for band in (np.array([0.0, 2.0]), np.array([4.0])):
+    ...         m.add(band)
+    ...     m.end_pass()
+    >>> m.map(np.array([1.0, 4.0])).tolist(), m.description(3)
+    ([64, 255], 'minmax [0, 4] -> [0, 255] (whole image, all channels)')
+    """
+
+    def __init__(self, mapping: str = "minmax", *, row_size: int,
+                 sigma_k: float = DEFAULT_SIGMA_K):
+        from poolcli.ops import RowBlocks
+
+        name, k = parse_display(mapping)
+        if name == "sigma" and ":" not in mapping:
+            k = sigma_k
+            if not (np.isfinite(k) and k > 0):
+                raise ValueError(f"sigma K must be a positive number, got {k}")
+        self.name, self.k = name, k
+        self.blocks = RowBlocks(_BLOCK_CELLS // max(1, int(row_size)))  # _row_blocks' rows
+        self.passes = {"minmax": 1, "sigma": 2}.get(name, 0)  # statistics passes ended
+        self.done = 0
+        self.count, self.lo, self.hi, self.total, self.squares = 0, np.inf, -np.inf, 0.0, 0.0
+        self.mean = 0.0
+        self.range: tuple[float, float, str] | None = None  # (lo, hi, description) when known
+        self.clipped = 0
+        if not self.passes:
+            self._finish()
+
+    def wants_pass(self) -> bool:
+        """Whether another statistics pass over every band is needed (sigma skips its second
+        when no value is finite, as :func:`to_display` does)."""
+        return self.range is None
+
+    def add(self, band: np.ndarray) -> None:
+        """The next rows of the current statistics pass."""
+        if self.range is not None:
+            raise ValueError("DisplayMapping.add: the range is known; map() the bands")
+        for block in self.blocks.feed(np.asarray(band)):
+            self._fold(block)
+
+    def _fold(self, block) -> None:
+        if block is None:
+            return
+        x = block.astype(np.float64)
+        if self.done == 0:
+            data = x[np.isfinite(x)]
+            if data.size:
+                self.count += data.size
+                self.lo, self.hi = min(self.lo, float(data.min())), max(self.hi,
+                                                                        float(data.max()))
+                self.total += float(data.sum())
+        else:
+            d = x[np.isfinite(x)] - self.mean
+            self.squares += float(np.einsum("i,i->", d, d))
+
+    def end_pass(self) -> None:
+        """End a statistics pass (every band added): after the last, the range is known."""
+        if self.range is not None:
+            raise ValueError("DisplayMapping.end_pass: every statistics pass has ended")
+        self._fold(self.blocks.rest())
+        self.done += 1
+        if self.done == 1 and self.name == "sigma":
+            self.mean = self.total / self.count if self.count else 0.0
+        if self.done == self.passes or not self.count:
+            self._finish()
+
+    def _finish(self) -> None:
+        name, k, count = self.name, self.k, self.count
+        if name == "clip":
+            self.range = 0.0, 1.0, "clip [0, 1] -> [0, 255]"
+        elif name == "clip255":
+            self.range = 0.0, 255.0, "clip [0, 255], rounded"
+        elif name == "minmax":
+            lo, hi = (self.lo, self.hi) if count else (0.0, 0.0)
+            if hi > lo:
+                self.range = lo, hi, (f"minmax [{lo:.4g}, {hi:.4g}] -> [0, 255] "
+                                      f"(whole image, all channels)")
+            else:
+                self.range = lo, hi, f"minmax: constant image ({lo:.4g}) -> 128"
+        else:
+            mean = self.mean
+            std = float(np.sqrt(self.squares / count)) if count else 0.0
+            lo, hi = mean - k * std, mean + k * std
+            if hi > lo:
+                self.range = lo, hi, (
+                    f"sigma {k:g}: mean {mean:.4g} +/- {k:g}*std {std:.4g} "
+                    f"= [{lo:.4g}, {hi:.4g}] -> [0, 255], clipped (whole image, all channels)"
+                )
+            else:
+                self.range = lo, hi, f"sigma {k:g}: constant image ({mean:.4g}) -> 128"
+
+    def map(self, band: np.ndarray) -> np.ndarray:
+        """``band`` mapped to ``uint8`` (its clipped values counted)."""
+        if self.range is None:
+            raise ValueError("DisplayMapping.map: end the statistics passes first")
+        out, clipped = _map_to_uint8(np.asarray(band), self.name, *self.range[:2])
+        self.clipped += clipped
+        return out
+
+    def description(self, size: int) -> str:
+        """One line naming the mapping and its numbers, with the values clipped among the
+        ``size`` mapped (:func:`to_display`'s ``description``)."""
+        if self.range is None:
+            raise ValueError("DisplayMapping.description: end the statistics passes first")
+        if self.clipped:
+            return f"{self.range[2]} ({self.clipped} of {size} values clipped)"
+        return self.range[2]
 
 
 def _map_to_uint8(flat: np.ndarray, name: str, lo: float, hi: float) -> tuple[np.ndarray, int]:

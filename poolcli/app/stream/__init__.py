@@ -35,7 +35,7 @@ reader's: a file claiming more than ``--max-pixels`` is refused before any pixel
 from __future__ import annotations
 
 __all__ = ["STREAM_BYTES", "BAND_BYTES", "ROWS_ENV", "THREADS_ENV", "pool_stream", "threads",
-           "band_geometry", "unpool_stream", "norm_stream"]
+           "band_geometry", "unpool_stream", "norm_stream", "infer_stream"]
 
 #: Decoded size from which an image is streamed. Measured with the read-ahead pipeline (2 cores,
 #: whole processes, median of 7, max and avg 2x2 RGB PNG to PNG): streamed against in memory,
@@ -48,6 +48,6 @@ BAND_BYTES = 2 << 20
 
 # after the tunables: the submodules read them from here at call time
 from poolcli.app.stream._common import ROWS_ENV, THREADS_ENV, band_geometry, threads  # noqa: E402
-from poolcli.app.stream.norm import norm_stream  # noqa: E402
+from poolcli.app.stream.norm import infer_stream, norm_stream  # noqa: E402
 from poolcli.app.stream.pool import pool_stream  # noqa: E402
 from poolcli.app.stream.unpool import unpool_stream  # noqa: E402
