@@ -243,17 +243,22 @@ def test_png_display_of_all_nan_and_constant_images(tmp_path, passes, small_bloc
           display=display_passes(spec))
 
 
-def test_png_display_grey_and_png_input(tmp_path, passes, small_blocks):
-    """A grey 8-bit PNG in, group norm, and the display's real (unpatched) block size over a
-    wider image: several row blocks of 2**18 values."""
+def test_png_display_grey_and_png_inputs(tmp_path, passes, small_blocks):
+    """A grey 8-bit PNG in (layer norm), a 16-bit RGB PNG in (group norm)."""
     from PIL import Image
+
+    from poolcli.imageio import write_image
 
     png = tmp_path / "in.png"
     Image.fromarray(image(np.uint8, (21, 13), seed=11)).save(png)
     check(tmp_path, png, "--op layer --display sigma:2", ".png", passes, display=2)
+    png16 = tmp_path / "in16.png"
+    write_image(str(png16), image(np.uint16, (18, 10, 3), seed=15), channels=("R", "G", "B"))
+    check(tmp_path, png16, "--op group --groups 3 --display minmax", ".png", passes, display=1)
 
 
 def test_png_display_real_blocks(tmp_path, passes):
+    """The display's real (unpatched) row blocks of 2**18 values, several of them."""
     src = tmp_path / "in.npy"
     np.save(src, image(np.uint16, (700, 600, 2), seed=12))  # 840000 values: 4 display blocks
     check(tmp_path, src, "--op instance --display sigma", ".png", passes, display=2)
