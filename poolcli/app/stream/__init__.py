@@ -1,9 +1,11 @@
 """Large images band by band: decode a band of rows, pool it, encode it, drop it.
 
-The package: :mod:`poolcli.app.stream._common` (threads, the bands' sizes, the band reader, the output policy and
-statistics band by band), :mod:`poolcli.app.stream.pool` (fixed, adaptive and global pooling), :mod:`poolcli.app.stream.unpool`,
-:mod:`poolcli.app.stream.norm` (instance, layer and group norm). :data:`STREAM_BYTES` and :data:`BAND_BYTES` are
-read from this module when used, so setting them here (tests, benchmarks) takes effect.
+The package: :mod:`poolcli.app.stream._common` (threads, the bands' sizes, the band reader,
+the output policy and statistics band by band), :mod:`poolcli.app.stream.pool` (fixed, adaptive
+and global pooling), :mod:`poolcli.app.stream.unpool`, :mod:`poolcli.app.stream.norm`
+(instance, layer and group norm, batch-norm inference). :data:`STREAM_BYTES` and
+:data:`BAND_BYTES` are read from this module when used, so setting them here (tests,
+benchmarks) takes effect.
 
 :func:`pool_stream` is what :func:`poolcli.app.jobs.pool_one` tries first. It streams when the
 decoded image passes :data:`STREAM_BYTES` (or ``POOLCLI_STREAM_ROWS`` forces it, with that many

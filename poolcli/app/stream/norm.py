@@ -1,4 +1,7 @@
-"""Instance, layer and group norm band by band (see :func:`norm_stream`)."""
+"""Normalization band by band: instance, layer and group norm (:func:`norm_stream`, statistics
+passes first) and batch-norm inference with stored statistics (:func:`infer_stream`, elementwise);
+to TIFF/NPY as computed, to an 8-bit PNG through the whole result's display mapping
+(:class:`poolcli.imageio.DisplayMapping`, its statistics passes before the write pass)."""
 
 from __future__ import annotations
 
