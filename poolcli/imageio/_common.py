@@ -112,13 +112,19 @@ def npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
 
     Versions 1.0 and 2.0 only (:class:`NpyVersionError` otherwise). numpy's reader caps the
     header at 10,000 bytes and parses it without evaluating code; a malformed header raises
-    ``ValueError`` (or ``SyntaxError``/``TypeError`` from the literal parser).
+    ``ValueError`` (or ``SyntaxError``/``TypeError`` from the literal parser; numpy's retry of
+    an old header through ``tokenize`` raises ``TokenError``, made a ``ValueError`` here).
     """
+    import tokenize
+
     version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
-        raise NpyVersionError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    try:
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise NpyVersionError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    except tokenize.TokenError:  # numpy retries a header that does not parse via tokenize
+        raise ValueError("malformed .npy header") from None
     return tuple(shape), bool(fortran), dtype
