@@ -515,10 +515,10 @@ def test_writer_threads_give_the_same_bytes(tmp_path, monkeypatch, fmt):
 @pytest.mark.parametrize("chunk", [1, 700, 5000])
 def test_png_chunks_give_one_stream_whatever_the_bands_and_threads(tmp_path, monkeypatch,
                                                                     level, chunk):
-    """Scanlines deflated in fixed chunks (one row each, a few rows, the whole image) on 1-3
-    threads and fed in any bands: one valid zlib stream holding the very scanlines of
-    ``write_image`` (checked by ``zlib.decompress``, which verifies the Adler-32), and the same
-    file bytes every time."""
+    """Scanlines filtered and deflated in fixed chunks (one row each, a few rows, the whole
+    image) on 1-3 threads and fed in any bands: one valid zlib stream holding the very
+    scanlines of ``write_image`` (checked by ``zlib.decompress``, which verifies the
+    Adler-32), and the same file bytes every time."""
     monkeypatch.setattr(_stream_png, "_CHUNK_BYTES", chunk)
     a = image(83, 37, 3, np.uint16, seed=chunk)
     write_image(tmp_path / "whole.png", a, compress_level=level)
@@ -530,6 +530,41 @@ def test_png_chunks_give_one_stream_whatever_the_bands_and_threads(tmp_path, mon
         np.testing.assert_array_equal(read_image(path).array, a)
         files.add(path.read_bytes())
     assert len(files) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_pieces_encoded_by_the_caller(tmp_path, dtype):
+    """Rows encoded where they are made (``encoder()``, any thread, each piece given its row
+    above) and written in order: the scanlines of ``write_image``; pieces cut elsewhere give
+    other bytes, the same pixels; mixing with write_rows, or too many rows, is refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = image(71, 23, 4, dtype, seed=5)
+    write_image(tmp_path / "whole.png", a)
+    for name, cuts in (("p1", [0, 1, 30, 31, 71]), ("p2", [0, 71]), ("p3", list(range(72)))):
+        h, w, c = a.shape
+        with open_band_writer(tmp_path / f"{name}.png", height=h, width=w, channels=c,
+                              dtype=dtype, fmt="PNG", overwrite=False) as writer:
+            encode = writer.encoder()
+            with ThreadPoolExecutor(3) as pool:
+                pieces = [pool.submit(encode, a[y0:y1], a[y0 - 1] if y0 else None)
+                          for y0, y1 in zip(cuts, cuts[1:])]
+                for piece in pieces:
+                    writer.write_encoded(piece.result())
+            with pytest.raises(ValueError, match="rows for an image"):
+                writer.write_encoded(encode(a[:1], None))
+            writer.commit()
+        assert idat_stream(tmp_path / f"{name}.png") == idat_stream(tmp_path / "whole.png")
+        np.testing.assert_array_equal(read_image(tmp_path / f"{name}.png").array, a)
+    with open_band_writer(tmp_path / "mixed.png", height=71, width=23, channels=4, dtype=dtype,
+                          fmt="PNG", overwrite=False) as writer:
+        writer.write_rows(a[:3])
+        with pytest.raises(ValueError, match="after write_rows"):
+            writer.write_encoded(writer.encoder()(a[3:5], a[2]))
+    assert leftovers(tmp_path) == [] and not (tmp_path / "mixed.png").exists()
+    with open_band_writer(tmp_path / "x.tif", height=71, width=23, channels=4, dtype=dtype,
+                          fmt="TIFF", overwrite=False) as writer:
+        assert writer.encoder() is None
 
 
 def test_adler32_combine_is_adler32_of_the_concatenation():

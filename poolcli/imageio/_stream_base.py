@@ -162,6 +162,14 @@ class BandWriter:
 
     # ---- the interface ----
 
+    def encoder(self):
+        """A thread-safe ``encode(rows, above)`` whose results :meth:`write_encoded` takes, for
+        a format that can encode rows where they are made (PNG); ``None`` otherwise."""
+        return None
+
+    def write_encoded(self, piece) -> None:
+        raise NotImplementedError(f"{type(self).__name__} takes rows, not encoded pieces")
+
     def write_rows(self, rows: np.ndarray) -> None:
         """Append ``(n, W, C)`` rows (any strides) of the writer's dtype, in order."""
         if self._fh is None:

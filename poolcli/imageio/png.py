@@ -167,6 +167,11 @@ class RowFilter:
         self._strip = np.zeros((self._step + 1, width, channels), big)  # 0: the row above
         self._rows = self._strip.view(np.uint8).reshape(self._step + 1, self.line)
 
+    def start_below(self, row: np.ndarray) -> None:
+        """Filter the next rows as the rows below ``row`` (``(W, C)``): a run of rows filtered
+        on its own, given the row above it, has the scanlines it has in the whole image."""
+        np.copyto(self._strip[0], row)
+
     def filter_into(self, array: np.ndarray, dest: np.ndarray) -> None:
         """Write the ``(n, 1 + line)`` scanlines of the ``(n, W, C)`` rows ``array`` to ``dest``."""
         rows, step = self._rows, self._step

@@ -9,6 +9,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,10 +23,8 @@ def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
     ``build_record`` is :func:`poolcli.app.jobs.build_record` (the one record builder)."""
     if spec.preview or job.output == "-" or "://" in job.output:
         return None
-    from poolcli.formats import SUFFIX_FORMAT
-
     op = registry.get(spec.op)
-    fmt = SUFFIX_FORMAT.get(os.path.splitext(job.output)[1].lower())
+    fmt = _format(job.output)
     if not op.stream or fmt not in _WRITERS:
         return None
     if (spec.save_indices or spec.indices_png) and not op.selects_with(spec.params):
@@ -42,7 +41,17 @@ def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
         streamed = _Streamed(job, op, spec.params, opts, reader, rows)
         streamed.want_indices = spec.save_indices
         streamed.want_picture = spec.indices_png
+        streamed.encoded_here = fmt == "PNG"
         return streamed.run(build_record)
+
+
+class _Band(NamedTuple):
+    """One band's output rows, as :meth:`_Streamed.compute` gives them to :meth:`_Streamed.run`."""
+
+    values: np.ndarray
+    idx: np.ndarray | None  # the max locations (in the whole image's plane)
+    picked: tuple | None  # the selected cells, for _Picture
+    piece: object | None  # the rows encoded for the writer (PNG), if encoded in the pool
 
 
 class _Streamed:
@@ -64,13 +73,34 @@ class _Streamed:
         self.info: dict = {}
         self.want_indices = False  # also the max-location map, written band by band
         self.want_picture = False  # also --indices-png's picture of the selected cells
+        # PNG: each band is encoded in its pool thread (filtered given the output row above
+        # it, computed once more for that, and deflated as a piece of the stream)
+        self.encoded_here = False
+        self.encode = self.policy = None  # set by run() once the first band gave the dtype
         self.map_path: str | None = None
 
-    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int):
+    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int,
+                above: bool) -> _Band:
         """Output rows ``[first + skip, first + skip + count)`` from input rows ``x`` (from
-        ``r0``); the operator computes them from output row ``first`` on. With max locations
-        wanted: ``(values, indices in the whole image's plane, picked)``, ``picked`` the
-        selected cells for :class:`_Picture` (or None)."""
+        ``r0``); the operator computes them from output row ``first`` on. ``above``: the first
+        of them is the row above the band, computed only to encode the band on its own."""
+        values, idx = self.values_of(x, r0, skip, count, first)
+        row_above = None
+        if above:
+            row_above, values = values[0], values[1:]
+            idx = None if idx is None else idx[1:]
+        picked = _Picture.picked(x, r0, idx, self.reader.height) if self.want_picture \
+            else None
+        piece = None
+        if self.encode is not None:  # set before any band but the first is computed
+            convert = self.policy.convert
+            piece = self.encode(convert(values), None if row_above is None
+                                else convert(row_above[np.newaxis])[0])
+        return _Band(values, idx, picked, piece)
+
+    def values_of(self, x: np.ndarray, r0: int, skip: int, count: int, first: int):
+        """``(values, indices in the whole image's plane or None)`` of the rows
+        :meth:`compute` names."""
         from poolcli.ops import keep_band
 
         params = self.params
@@ -85,10 +115,8 @@ class _Streamed:
         if located:
             values, idx = keep_band((result.values, result.indices), skip, count, r0,
                                     x.shape[1])
-            picked = _Picture.picked(x, r0, idx, self.reader.height) if self.want_picture \
-                else None
-            return np.ascontiguousarray(values), idx, picked
-        return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1]))
+            return np.ascontiguousarray(values), idx
+        return np.ascontiguousarray(keep_band(result.values, skip, count, r0, x.shape[1])), None
 
     def feed_input(self, x: np.ndarray, r0: int) -> None:
         if self.stats_in is not None and r0 + x.shape[0] > self.fed:
@@ -104,37 +132,46 @@ class _Streamed:
         return rng
 
     def inputs(self):
-        """``(block, start, r0, skip, count, first output row computed)`` of each band, in
-        order: the band's rows are ``block[r0 - start:]``; with statistics wanted, ``block``
+        """``(block, start, r0, skip, count, first output row computed, above)`` of each band,
+        in order: the band's rows are ``block[r0 - start:]``; with statistics wanted, ``block``
         starts earlier when windows skip rows (stride over the kernel), so every input row is
-        counted once, in order, as in memory."""
+        counted once, in order, as in memory. ``above``: the band also computes the output row
+        above it (for :attr:`encoded_here`)."""
         done = 0  # rows read so far (for the statistics)
         for a, b in _plan(self.rows, self.band):
-            r0, r1, skip = self.rows.slice_for(a, b)
+            above = self.encoded_here and a > 0
+            lo = a - 1 if above else a
+            r0, r1, skip = self.rows.slice_for(lo, b)
             start = min(r0, done) if self.stats_in is not None else r0
             done = max(done, r1)
-            yield self.reader.read_rows(start, r1), start, r0, skip, b - a, a - skip
+            yield self.reader.read_rows(start, r1), start, r0, skip, b - lo, lo - skip, above
 
     def results(self):
-        """Output bands in order. One thread: decoded and computed here, nothing else runs.
-        More: decoded ahead by one reader thread, computed on the thread pool."""
+        """Output bands in order. The first is computed here, before anything else starts
+        (:meth:`run` learns the output dtype from it). Then, with one thread, each band is
+        decoded and computed here, nothing else runs; with more, they are decoded ahead by one
+        reader thread and computed on the thread pool."""
+        items = self.inputs()
+        block, start, r0, skip, count, first, above = next(items)
+        self.feed_input(block, start)
+        yield self.compute(block[r0 - start :], r0, skip, count, first, above)
         n = self.threads
         if n == 1:
-            for block, start, r0, skip, count, first in self.inputs():
+            for block, start, r0, skip, count, first, above in items:
                 self.feed_input(block, start)
-                yield self.compute(block[r0 - start :], r0, skip, count, first)
+                yield self.compute(block[r0 - start :], r0, skip, count, first, above)
         else:
             from poolcli.imageio.stream import ReadAhead
 
             with ThreadPoolExecutor(n, thread_name_prefix="poolcli-band") as pool:
                 _start_threads(pool, n)
-                inputs = ReadAhead(self.inputs(), _READ_AHEAD)
+                inputs = ReadAhead(items, _READ_AHEAD)
                 try:
                     flight: deque = deque()
-                    for block, start, r0, skip, count, first in inputs:
+                    for block, start, r0, skip, count, first, above in inputs:
                         self.feed_input(block, start)
                         flight.append(pool.submit(self.compute, block[r0 - start :], r0, skip,
-                                                  count, first))
+                                                  count, first, above))
                         if len(flight) >= 2 * n:
                             yield flight.popleft().result()
                     while flight:
@@ -152,8 +189,7 @@ class _Streamed:
 
         bands = self.results()
         head = next(bands)
-        located = isinstance(head, tuple)
-        first = head[0] if located else head
+        first = head.values
         policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
         shown = _Picture.policy(self.job.output, self.reader.dtype) if self.want_picture \
             else None
@@ -167,15 +203,25 @@ class _Streamed:
             maps = stack.enter_context(self.open_map(first)) if self.want_indices else None
             picture = _Picture(stack, self, shown) if self.want_picture else None
             writer = stack.enter_context(self.open_writer(first, policy))
+            encode = writer.encoder() if self.encoded_here else None
+            self.policy, self.encode = policy, encode  # the bands computed from now on
+            last = None  # the previous band's last row
             for band in _chain(head, bands):
-                values, idx, picked = band if located else (band, None, None)
                 if stats_out is not None:
-                    stats_out.add(values)
+                    stats_out.add(band.values)
                 if maps is not None:
-                    maps.write_rows(idx)
+                    maps.write_rows(band.idx)
                 if picture is not None:
-                    picture.add(*picked)
-                writer.write_rows(policy.convert(values))
+                    picture.add(*band.picked)
+                if encode is None:
+                    writer.write_rows(policy.convert(band.values))
+                else:
+                    piece = band.piece
+                    if piece is None:  # the first band, computed before the writer existed
+                        piece = encode(policy.convert(band.values), None if last is None
+                                       else policy.convert(last[np.newaxis])[0])
+                    writer.write_encoded(piece)
+                last = band.values[-1]
             if maps is not None:
                 maps.commit()
             if picture is not None:
@@ -209,7 +255,7 @@ class _Streamed:
                                 channels=self.reader.channels, dtype=policy.target, fmt=fmt,
                                 overwrite=self.opts.force, on_commit=track_commit,
                                 metadata=self.made, compress_level=self.opts.compress_level,
-                                threads=self.threads)
+                                threads=1 if self.encoded_here else self.threads)
 
     def record(self, first, policy, stats_out, build_record) -> dict:
         r = self.reader
@@ -295,6 +341,12 @@ class _Picture:
             self.top += len(zeros)
 
 
+def _format(path: str) -> str | None:
+    from poolcli.formats import SUFFIX_FORMAT
+
+    return SUFFIX_FORMAT.get(os.path.splitext(path)[1].lower())
+
+
 def _plan(rows, band: int):
     from poolcli.ops import plan_bands
 
@@ -350,7 +402,9 @@ def _pool_adaptive(job, op, spec, opts, reader, build_record) -> dict | None:
     from poolcli.ops.adaptive import adaptive_band_rows
 
     rows = adaptive_band_rows(reader.height, spec.params["output_size"])
-    return _Adaptive(job, op, spec.params, opts, reader, rows).run(build_record)
+    adaptive = _Adaptive(job, op, spec.params, opts, reader, rows)
+    adaptive.encoded_here = _format(job.output) == "PNG"
+    return adaptive.run(build_record)
 
 
 class _Adaptive(_Streamed):
@@ -358,13 +412,13 @@ class _Adaptive(_Streamed):
     ceil(b*H/oh))`` by :func:`poolcli.ops.adaptive.adaptive_pool_rows`, not by the operator on
     the slice (whose own adaptive windows would not be the image's)."""
 
-    def compute(self, x: np.ndarray, r0: int, skip: int, count: int, first: int) -> np.ndarray:
+    def values_of(self, x: np.ndarray, r0: int, skip: int, count: int, first: int):
         from poolcli.ops.adaptive import adaptive_pool_rows
 
         a = first + skip
         return np.ascontiguousarray(adaptive_pool_rows(
             x, self.op.stream.split("-", 1)[1], self.params["output_size"], self.reader.height,
-            a, a + count, r0))
+            a, a + count, r0)), None
 
 
 def _pool_global(job, op, params, opts, reader, kind, build_record) -> dict | None:
