@@ -182,6 +182,7 @@ def test_png_threads_give_the_same_bytes(tmp_path, monkeypatch, opts, streamed):
     assert recs[0] == recs[1] == recs[2]
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
 @pytest.mark.parametrize("opts,dtype", [
     ("--op avg -k 3 -s 2 -p 1 --ceil-mode", np.uint16),  # 16-bit PNG: rounded floats
     ("--op stochastic -k 3 -s 2 --seed 3", np.uint8),
@@ -189,30 +190,29 @@ def test_png_threads_give_the_same_bytes(tmp_path, monkeypatch, opts, streamed):
     ("--op kmax --k 9", np.uint16),
     ("--op max -k 2 -s 3", np.uint8),  # rows no window reads
 ])
-def test_png_bands_encoded_in_their_threads(tmp_path, monkeypatch, opts, dtype, streamed):
-    """A PNG output's bands are filtered and deflated where they are computed, each as its own
-    piece of the zlib stream (given the output row above it, computed once more): every band
+def test_bands_encoded_in_their_threads(tmp_path, monkeypatch, opts, dtype, suffix, streamed):
+    """A PNG or TIFF output's bands are encoded where they are computed, each as its own piece
+    (a PNG's given the output row above it, computed once more; a TIFF strip): every band
     arrives encoded, the same bytes for 1 and 2 threads, the in-memory pixels and record."""
-    from poolcli.imageio import _stream_png, read_image
+    from poolcli.imageio import _stream_png, _stream_tiff, read_image
 
     pieces = []
-    real = _stream_png.PngBandWriter.write_encoded
+    for cls in (_stream_png.PngBandWriter, _stream_tiff.TiffBandWriter):
+        def counted(self, piece, real=cls.write_encoded):
+            pieces.append(piece.rows)
+            return real(self, piece)
 
-    def counted(self, piece):
-        pieces.append(piece.rows)
-        return real(self, piece)
-
-    monkeypatch.setattr(_stream_png.PngBandWriter, "write_encoded", counted)
+        monkeypatch.setattr(cls, "write_encoded", counted)
     rng = np.random.default_rng(9)
     src = tmp_path / "in.npy"
     np.save(src, rng.integers(0, np.iinfo(dtype).max, (83, 47, 3), dtype=dtype))
     files = []
     for threads in ("1", "2"):
         pieces.clear()
-        mem, st, (rm, rs) = pool_both(tmp_path, src, opts, ".png", rows="4", threads=threads)
+        mem, st, (rm, rs) = pool_both(tmp_path, src, opts, suffix, rows="4", threads=threads)
         assert rm == rs, threads
         a, b = read_image(mem).array, read_image(st).array
-        assert a.dtype == b.dtype == dtype and np.array_equal(a, b)
+        assert a.dtype == b.dtype and np.array_equal(a, b)  # (TIFF keeps float results)
         assert sum(pieces) == b.shape[0] and len(pieces) == -(-b.shape[0] // 4)
         files.append(st.read_bytes())
     assert files[0] == files[1]

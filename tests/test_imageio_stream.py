@@ -562,9 +562,39 @@ def test_png_pieces_encoded_by_the_caller(tmp_path, dtype):
         with pytest.raises(ValueError, match="after write_rows"):
             writer.write_encoded(writer.encoder()(a[3:5], a[2]))
     assert leftovers(tmp_path) == [] and not (tmp_path / "mixed.png").exists()
-    with open_band_writer(tmp_path / "x.tif", height=71, width=23, channels=4, dtype=dtype,
-                          fmt="TIFF", overwrite=False) as writer:
+    with open_band_writer(tmp_path / "x.npy", height=71, width=23, channels=4, dtype=dtype,
+                          fmt="NPY", overwrite=False) as writer:
         assert writer.encoder() is None
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_tiff_strips_encoded_by_the_caller(tmp_path, level):
+    """Strips of ``piece_rows`` rows encoded where they are made, the last one shorter: the
+    image of write_rows with those strips; a strip of another height is refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = image(71, 23, 3, np.uint16, seed=2)
+    files = []
+    for name, encoded in (("enc", True), ("rows", False)):
+        with open_band_writer(tmp_path / f"{name}.tif", height=71, width=23, channels=3,
+                              dtype=np.uint16, fmt="TIFF", overwrite=False, piece_rows=10,
+                              compress_level=level) as writer:
+            if encoded:
+                encode = writer.encoder()
+                with ThreadPoolExecutor(2) as pool:
+                    pieces = [pool.submit(encode, a[y:y + 10], None) for y in range(0, 71, 10)]
+                    for piece in pieces:
+                        writer.write_encoded(piece.result())
+            else:
+                writer.write_rows(a)
+            writer.commit()
+        np.testing.assert_array_equal(read_image(tmp_path / f"{name}.tif").array, a)
+        files.append((tmp_path / f"{name}.tif").read_bytes())
+    assert files[0] == files[1]
+    with open_band_writer(tmp_path / "bad.tif", height=71, width=23, channels=3,
+                          dtype=np.uint16, fmt="TIFF", overwrite=False, piece_rows=10) as writer:
+        with pytest.raises(ValueError, match="a strip of 9 rows"):
+            writer.write_encoded(writer.encoder()(a[:9], None))
 
 
 def test_adler32_combine_is_adler32_of_the_concatenation():

@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from typing import BinaryIO
+from functools import partial
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from poolcli.imageio._decode_tiff import _check_guard, _check_supported, _to_ima
 from poolcli.imageio._guard import check_pixels
 from poolcli.imageio._stream_base import BandReader, BandWriter
 
-__all__ = ["TiffBandWriter", "open_tiff_reader"]
+__all__ = ["TiffBandWriter", "TiffPiece", "encode_strip", "open_tiff_reader"]
 
 _STRIP_BYTES = 256 << 10  # bytes of pixels in one strip written
 
@@ -224,11 +225,35 @@ _SHORT, _LONG, _ASCII, _LONG8 = 3, 4, 2, 16
 _FORMATS = {_SHORT: "H", _LONG: "I", _LONG8: "Q"}
 
 
+class TiffPiece(NamedTuple):
+    """One strip, encoded by :meth:`TiffBandWriter.encoder` where its rows were made."""
+
+    data: object  #: the strip's stored bytes (deflated, or the raw array at level 0)
+    rows: int  #: image rows
+
+
+def encode_strip(rows: np.ndarray, above=None, *, little: np.dtype, level: int) -> TiffPiece:
+    """One strip of ``rows`` as :class:`TiffBandWriter` stores it (``above`` is not needed:
+    strips are deflated on their own)."""
+    import imagecodecs
+
+    data = np.ascontiguousarray(rows.astype(little, copy=False))
+    if level > 0:
+        return TiffPiece(imagecodecs.deflate_encode(data, level=level), len(rows))
+    return TiffPiece(data, len(rows))
+
+
 class TiffBandWriter(BandWriter):
-    """A striped TIFF written as the rows come; the IFD goes after the strips."""
+    """A striped TIFF written as the rows come; the IFD goes after the strips.
+
+    ``strip_rows`` sets the rows of a strip (default: about :data:`_STRIP_BYTES`). Rows given to
+    :meth:`write_rows` are cut into strips here, deflated on ``threads`` threads; or the caller
+    encodes whole strips where their rows are made (:meth:`encoder`) and hands them to
+    :meth:`write_encoded` in order, each of ``strip_rows`` rows but the last.
+    """
 
     def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp,
-                 threads: int = 1, **kw):
+                 threads: int = 1, strip_rows: int | None = None, **kw):
         from concurrent.futures import ThreadPoolExecutor
 
         dtype = np.dtype(kw["dtype"])
@@ -237,7 +262,7 @@ class TiffBandWriter(BandWriter):
         self._names, self._level, self._stamp = names, level, stamp
         self._little = dtype.newbyteorder("<")
         row_bytes = kw["width"] * len(names) * dtype.itemsize
-        self._rows_per_strip = max(1, _STRIP_BYTES // row_bytes)
+        self._rows_per_strip = max(1, strip_rows or _STRIP_BYTES // row_bytes)
         self._big = kw["height"] * row_bytes > 4_000_000_000
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
@@ -254,6 +279,26 @@ class TiffBandWriter(BandWriter):
             barrier = threading.Barrier(self._threads)
             for future in [self._pool.submit(barrier.wait) for _ in range(self._threads)]:
                 future.result()
+
+    def encoder(self):
+        """``encode(rows, above) -> TiffPiece`` for :meth:`write_encoded` (thread-safe)."""
+        return partial(encode_strip, little=self._little, level=self._level)
+
+    def write_encoded(self, piece: TiffPiece) -> None:
+        """Append the next strip, encoded by :meth:`encoder` (not mixed with write_rows)."""
+        if self._fh is None:
+            raise ValueError(f"{self.target}: band writer is closed")
+        if self._buffered or self._queued:
+            raise ValueError("write_encoded after write_rows")
+        last = self.rows_written + piece.rows == self.height
+        if piece.rows != self._rows_per_strip and not (last and piece.rows < self._rows_per_strip):
+            raise ValueError(f"a strip of {piece.rows} rows where strips have "
+                             f"{self._rows_per_strip}")
+        if self.rows_written + piece.rows > self.height:
+            raise ValueError(f"{self.rows_written + piece.rows} rows for an image of "
+                             f"{self.height}")
+        self._guarded(lambda fh: self._store(fh, piece.data))
+        self.rows_written += piece.rows
 
     def _start(self, fh: BinaryIO) -> None:
         # the header, its IFD offset patched in _finish
@@ -281,11 +326,7 @@ class TiffBandWriter(BandWriter):
         self._drain(fh, 2 * self._threads)
 
     def _compress(self, data: np.ndarray):
-        import imagecodecs
-
-        if self._level > 0:
-            return imagecodecs.deflate_encode(data, level=self._level)  # zlib (Adobe deflate)
-        return data
+        return encode_strip(data, little=self._little, level=self._level).data  # zlib (Adobe)
 
     def _drain(self, fh: BinaryIO, most: int) -> None:
         while len(self._queued) > most:

@@ -118,8 +118,8 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
                      channels: int | tuple[str, ...], dtype: Any, fmt: str, overwrite: bool,
                      on_commit: Callable[[str], None] | None = None,
                      metadata: Mapping[str, Any] | None = None,
-                     compress_level: int | None = None, threads: int | None = None
-                     ) -> BandWriter:
+                     compress_level: int | None = None, threads: int | None = None,
+                     piece_rows: int | None = None) -> BandWriter:
     """A :class:`BandWriter` for a ``height x width`` image to be written at ``path``.
 
     Parameters
@@ -148,6 +148,10 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
         where the runner's processes already use the cores). More: PNG deflates its chunks and
         TIFF its strips on ``threads`` threads, overlapping the caller's next band. The bytes
         are the same.
+    piece_rows : int, optional
+        TIFF: the rows of a strip, so that a caller encoding whole strips where their rows
+        are made (:meth:`BandWriter.encoder`) can cut them as its bands (default about 256
+        KiB a strip). PNG and NPY ignore it (a PNG's pieces may have any number of rows).
 
     Raises
     ------
@@ -180,7 +184,8 @@ def open_band_writer(path: str | os.PathLike[str], *, height: int, width: int,
     if name == "TIFF":
         from poolcli.imageio._stream_tiff import TiffBandWriter
 
-        return TiffBandWriter(target, level=level, stamp=stamp, threads=threads or 1, **common)
+        return TiffBandWriter(target, level=level, stamp=stamp, threads=threads or 1,
+                              strip_rows=piece_rows, **common)
     if name == "NPY":
         from poolcli.imageio._stream_npy import NpyBandWriter
 

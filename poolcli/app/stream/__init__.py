@@ -20,13 +20,16 @@ to the band's first output row (:meth:`_Streamed.generator`): the same picks as 
 
 With more than one thread the stages overlap: one reader thread decodes the next bands
 (:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a PNG's zlib
-stream is inflated ahead in one more thread, libpng unfilters in the reader thread), the bands
-are pooled on a thread pool with at most ``2 * threads`` in flight, and the calling thread
-filters them in order for the writer, which deflates in a thread of its own. zlib, libpng,
-imagecodecs and numpy release the GIL. Every stage that carries state from band to band (the
-zlib streams, the PNG filters, the statistics) runs in one thread, in order, so the bytes are
-those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process runs the
-image alone, one in a ``-j N`` worker process; one thread starts no thread at all (no
+stream is inflated ahead in one more thread, libpng unfilters in the reader thread), and the
+bands are pooled on a thread pool with at most ``2 * threads`` in flight. A PNG output's bands
+are also encoded there, each in its own thread (:meth:`poolcli.imageio.stream.BandWriter.encoder`:
+filtered given the output row above the band, which the band computes once more, and deflated
+as an independent piece of the zlib stream); other writers get the rows in order in the calling
+thread (TIFF deflates its strips on threads of its own). zlib, libpng, imagecodecs and numpy
+release the GIL. What carries state from band to band (the zlib streams read, the statistics)
+runs in one thread, in order, and the pieces written are cut by the band plan alone, so the
+bytes are those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process
+runs the image alone, one in a ``-j N`` worker process; one thread starts no thread at all (no
 oversubscription: the runner's workers already use the cores).
 
 Memory: about ``2 * threads + 1 + _READ_AHEAD`` input bands of :data:`BAND_BYTES`, their

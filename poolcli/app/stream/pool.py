@@ -41,7 +41,7 @@ def pool_stream(job, spec, opts, max_pixels, build_record) -> dict | None:
         streamed = _Streamed(job, op, spec.params, opts, reader, rows)
         streamed.want_indices = spec.save_indices
         streamed.want_picture = spec.indices_png
-        streamed.encoded_here = fmt == "PNG"
+        streamed.encode_in_pool(fmt)
         return streamed.run(build_record)
 
 
@@ -73,9 +73,8 @@ class _Streamed:
         self.info: dict = {}
         self.want_indices = False  # also the max-location map, written band by band
         self.want_picture = False  # also --indices-png's picture of the selected cells
-        # PNG: each band is encoded in its pool thread (filtered given the output row above
-        # it, computed once more for that, and deflated as a piece of the stream)
-        self.encoded_here = False
+        self.encoded_here = self.needs_above = False  # see encode_in_pool
+
         self.encode = self.policy = None  # set by run() once the first band gave the dtype
         self.map_path: str | None = None
 
@@ -97,6 +96,14 @@ class _Streamed:
             piece = self.encode(convert(values), None if row_above is None
                                 else convert(row_above[np.newaxis])[0])
         return _Band(values, idx, picked, piece)
+
+    def encode_in_pool(self, fmt: str | None) -> None:
+        """PNG and TIFF outputs: each band is encoded in the thread that computed it, as one
+        piece of the file (:meth:`poolcli.imageio.stream.BandWriter.encoder`): a TIFF strip of
+        the band's rows, or a piece of a PNG's zlib stream, filtered given the output row above
+        the band, which the band computes once more for it."""
+        self.encoded_here = fmt in ("PNG", "TIFF")
+        self.needs_above = fmt == "PNG"
 
     def values_of(self, x: np.ndarray, r0: int, skip: int, count: int, first: int):
         """``(values, indices in the whole image's plane or None)`` of the rows
@@ -136,10 +143,10 @@ class _Streamed:
         in order: the band's rows are ``block[r0 - start:]``; with statistics wanted, ``block``
         starts earlier when windows skip rows (stride over the kernel), so every input row is
         counted once, in order, as in memory. ``above``: the band also computes the output row
-        above it (for :attr:`encoded_here`)."""
+        above it (for :meth:`encode_in_pool`)."""
         done = 0  # rows read so far (for the statistics)
         for a, b in _plan(self.rows, self.band):
-            above = self.encoded_here and a > 0
+            above = self.needs_above and a > 0
             lo = a - 1 if above else a
             r0, r1, skip = self.rows.slice_for(lo, b)
             start = min(r0, done) if self.stats_in is not None else r0
@@ -255,7 +262,8 @@ class _Streamed:
                                 channels=self.reader.channels, dtype=policy.target, fmt=fmt,
                                 overwrite=self.opts.force, on_commit=track_commit,
                                 metadata=self.made, compress_level=self.opts.compress_level,
-                                threads=1 if self.encoded_here else self.threads)
+                                threads=1 if self.encoded_here else self.threads,
+                                piece_rows=self.band if self.encoded_here else None)
 
     def record(self, first, policy, stats_out, build_record) -> dict:
         r = self.reader
@@ -403,7 +411,7 @@ def _pool_adaptive(job, op, spec, opts, reader, build_record) -> dict | None:
 
     rows = adaptive_band_rows(reader.height, spec.params["output_size"])
     adaptive = _Adaptive(job, op, spec.params, opts, reader, rows)
-    adaptive.encoded_here = _format(job.output) == "PNG"
+    adaptive.encode_in_pool(_format(job.output))
     return adaptive.run(build_record)
 
 
