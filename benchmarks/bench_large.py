@@ -8,8 +8,9 @@ the median wall time of ``--repeat`` runs and the peak RSS (``os.wait4``'s ``ru_
 * a 30000² tiled RGB TIFF (``benchmarks/make_large.py``): max 2x2 and avg 2x2, writing a
   deflated TIFF (poolcli's default) and an uncompressed one (vips' default) (skipped with
   ``--quick``);
-* a 4096² PNG with 1 and 2 threads (``POOLCLI_THREADS``), also without the fixed cost of
-  starting Python and importing poolcli (a 8x8 image's run);
+* a 4096² PNG and a 4096² tiled TIFF with 1 and 2 threads (``POOLCLI_THREADS``), as whole runs
+  and in process (from after the imports to the end: Python's start-up is the same for any
+  thread count);
 * PNG inflaters: the streamed PNG's one serial step, inflating its image data, in process, with
   ISA-L (python-isal), zlib-ng and the standard library's zlib on the 4096² and 8192² images (the
   same bytes asserted); the PNG rows above also run poolcli with isal hidden (``ZLIB_ONLY``: the
@@ -136,33 +137,69 @@ def versus_vips(directory, side, kind, repeat):
         line(label, secs(w), mib(p), secs(vw), mib(vp), f"{w / vw:.2f}", *extra)
 
 
-def threads(directory, repeat):
-    src = image(directory, 4096, "png")
-    out = os.path.join(directory, "t.png")
-    table(f"4096x4096 RGB PNG -> PNG, POOLCLI_THREADS=1 vs 2 (POOLCLI_STREAM_ROWS=64), "
-          f"median of {repeat}",
-          ["case", "1 thread", "2 threads", "speedup", "speedup less start-up", "peak 1",
-           "peak 2"])
-    tiny = os.path.join(directory, "tiny.png")
-    if not os.path.exists(tiny):
-        import make_large
+#: ``python -m poolcli`` that also reports, on its last line of standard error, the seconds from
+#: after its imports (numpy, the codecs and poolcli's modules, imported first) to the end of the
+#: command: the run without Python's start-up and imports (about 0.25 s here, 0.11 s of it
+#: numpy's), which are the same for any thread count.
+TIMED = [sys.executable, "-c", "import sys, time, numpy, imagecodecs, tifffile, isal.isal_zlib; "
+         "import poolcli.app.jobs, poolcli.app.stream.pool, poolcli.imageio.stream, "
+         "poolcli.imageio.indexmap, poolcli.imageio._stream_png, poolcli.imageio._stream_tiff; "
+         "from poolcli.cli import main; t = time.perf_counter()\ntry: main(prog_name='poolcli')\n"
+         "finally: print(f'in-process {time.perf_counter() - t:.6f}', file=sys.stderr)"]
 
-        make_large.make_png(tiny, 8, 8)
-    start = measure((poolcli(tiny, os.path.join(directory, "tiny_o.png"), "avg"), None),
-                    repeat=max(3, repeat))[0][0]
+
+def run_timed(cmds, env=None) -> tuple[float, float, float]:
+    """(wall s, peak RSS MiB, in-process s) of :data:`TIMED` commands ``cmds`` started
+    together, one process each (wall until the last ends; the largest peak and in-process
+    time)."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for cmd in cmds]
+    peak, inner = 0.0, 0.0
+    for proc in procs:
+        err = proc.stderr.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed: {' '.join(proc.args)}\n{err}")
+        peak = max(peak, usage.ru_maxrss / 1024)
+        inner = max(inner, float(err.strip().splitlines()[-1].split()[-1]))
+    return time.perf_counter() - start, peak, inner
+
+
+def threads(directory, repeat):
+    """The same 4096² image pooled with 1 and 2 threads (``POOLCLI_THREADS``), PNG and tiled
+    TIFF, interleaved: whole runs, and in process (without start-up, see :data:`TIMED`).
+
+    The host's own ceiling, measured in the same loop: two 1-thread runs of the same command
+    started together, as two processes (nothing shared, nothing to wait for): their throughput
+    against one run alone, ``2 * t1 / t_pair``, is the most two cores give this work here.
+    """
+    reps = max(5, repeat)
+    table(f"4096x4096 RGB, POOLCLI_THREADS=1 vs 2 (POOLCLI_STREAM_ROWS=64), median of {reps}",
+          ["case", "1 thread", "2 threads", "speedup", "in process, 1", "in process, 2",
+           "speedup in process", "ceiling: 2 processes", "in process", "peak 1", "peak 2"])
     env1 = {"POOLCLI_THREADS": "1", "POOLCLI_STREAM_ROWS": "64"}
     env2 = {"POOLCLI_THREADS": "2", "POOLCLI_STREAM_ROWS": "64"}
-    rows = []
-    for op in ("avg", "max"):
-        isal = poolcli(src, out, op, "-k", "2")
-        zlib = poolcli(src, out, op, "-k", "2", prefix=ZLIB_ONLY)
-        (a1, a2, z1, z2) = measure((isal, env1), (isal, env2), (zlib, env1), (zlib, env2),
-                                   repeat=repeat)
-        rows += [(f"{op} 2x2", a1, a2), (f"{op} 2x2, zlib inflate (isal hidden)", z1, z2)]
-    for label, (w1, p1), (w2, p2) in rows:
-        line(label, secs(w1), secs(w2), f"{w1 / w2:.2f}x",
-             f"{(w1 - start) / (w2 - start):.2f}x", mib(p1), mib(p2))
-    print(f"\nstart-up (an 8x8 PNG, same command): {secs(start)}")
+    for kind in ("png", "tiff"):
+        src = image(directory, 4096, kind)
+        ext = "png" if kind == "png" else "tif"
+        for op in ("avg", "max"):
+            got: list[list[tuple[float, float, float]]] = [[], [], []]
+            out = os.path.join(directory, f"t{{}}.{ext}")
+            one, other = (poolcli(src, out.format(i), op, "-k", "2", prefix=TIMED)
+                          for i in (1, 2))
+            for _ in range(reps):  # interleaved; the pair writes two files
+                for i, (cmds, env) in enumerate((([one], env1), ([one], env2),
+                                                 ([one, other], env1))):
+                    got[i].append(run_timed(cmds, env))
+            (w1, w2, wp), (i1, i2, ip) = ([statistics.median(r[k] for r in runs) for runs in got]
+                                          for k in (0, 2))
+            p1, p2 = (max(r[1] for r in runs) for runs in got[:2])
+            line(f"{kind.upper()} {op} 2x2", secs(w1), secs(w2), f"{w1 / w2:.2f}x", secs(i1),
+                 secs(i2), f"{i1 / i2:.2f}x", f"{2 * w1 / wp:.2f}x", f"{2 * i1 / ip:.2f}x",
+                 mib(p1), mib(p2))
 
 
 #: ``python -m poolcli`` with streaming switched off: the in-memory path on the same files.
