@@ -219,6 +219,33 @@ def test_bands_encoded_in_their_threads(tmp_path, monkeypatch, opts, dtype, suff
     assert streamed == [True] * 2
 
 
+def test_a_refused_geometry_names_the_image_not_a_band(tmp_path, streamed):
+    """An output too small for the kernel is the in-memory error, naming the image's size."""
+    src = tmp_path / "tall.npy"
+    np.save(src, np.zeros((9, 1, 3), np.uint8))
+    texts = []
+    for env in ({}, {"POOLCLI_STREAM_ROWS": "1"}, {"POOLCLI_STREAM_ROWS": "1",
+                                                   "POOLCLI_THREADS": "2"}):
+        code, text = run(["pool", str(src), "--op", "min", "-k", "2", "-o",
+                          str(tmp_path / "o.png")], env)
+        assert code == 1
+        texts.append(text)
+    assert "input 9x1" in texts[0] and texts[0] == texts[1] == texts[2]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bands_taller_than_the_image(tmp_path, streamed):
+    """POOLCLI_STREAM_ROWS far past the height: one band, one strip of the output's height."""
+    from poolcli.imageio import read_image
+
+    src = tmp_path / "in.npy"
+    np.save(src, np.random.default_rng(4).integers(0, 256, (37, 21, 3), dtype=np.uint8))
+    for suffix in (".tif", ".png"):
+        mem, st, (rm, rs) = pool_both(tmp_path, src, "--op max -k 2", suffix, rows="4294967296")
+        assert np.array_equal(read_image(mem).array, read_image(st).array) and rm == rs
+    assert streamed == [True, True]
+
+
 def test_tiled_tiff_threads_give_the_same_bytes(tmp_path, monkeypatch, streamed):
     """Tiles decoded on threads, strips deflated on threads: the same TIFF for 1, 2 and 3
     threads, with the in-memory pixels and record."""

@@ -553,6 +553,8 @@ def test_png_pieces_encoded_by_the_caller(tmp_path, dtype):
                     writer.write_encoded(piece.result())
             with pytest.raises(ValueError, match="rows for an image"):
                 writer.write_encoded(encode(a[:1], None))
+            with pytest.raises(ValueError, match="not this image's layout"):
+                writer.write_encoded(encode(a[:2, :5], None))
             writer.commit()
         assert idat_stream(tmp_path / f"{name}.png") == idat_stream(tmp_path / "whole.png")
         np.testing.assert_array_equal(read_image(tmp_path / f"{name}.png").array, a)
@@ -595,6 +597,18 @@ def test_tiff_strips_encoded_by_the_caller(tmp_path, level):
                           dtype=np.uint16, fmt="TIFF", overwrite=False, piece_rows=10) as writer:
         with pytest.raises(ValueError, match="a strip of 9 rows"):
             writer.write_encoded(writer.encoder()(a[:9], None))
+        with pytest.raises(ValueError, match="a strip of rows"):  # another layout
+            writer.write_encoded(writer.encoder()(a[:10, :, :2], None))
+
+
+def test_a_refused_png_target_starts_no_thread(tmp_path):
+    """The writer's threads start only once its temporary file is open."""
+    (tmp_path / "taken.png").write_bytes(b"x")
+    for _ in range(3):
+        with pytest.raises(ImageWriteError, match="exists"):
+            open_band_writer(tmp_path / "taken.png", height=4, width=4, channels=3,
+                             dtype=np.uint8, fmt="PNG", overwrite=False, threads=4)
+    assert not any(t.name.startswith("poolcli-png-deflate") for t in threading.enumerate())
 
 
 def test_adler32_combine_is_adler32_of_the_concatenation():

@@ -447,9 +447,9 @@ class PngBandWriter(BandWriter):
         self._queued: deque = deque()
         self._threads = max(1, int(threads))
         self._worker = None
+        super().__init__(target, channels=count, **kw)  # may refuse the target: no threads yet
         if self._threads > 1:
             self._worker = _start_pool(self._threads, "poolcli-png-deflate")
-        super().__init__(target, channels=count, **kw)
 
     def encoder(self):
         """``encode(rows, above) -> Encoded`` for :meth:`write_encoded` (thread-safe)."""
@@ -461,6 +461,10 @@ class PngBandWriter(BandWriter):
             raise ValueError(f"{self.target}: band writer is closed")
         if self._filled or self._queued:
             raise ValueError("write_encoded after write_rows")
+        line = 1 + self.width * self.channel_count * self.dtype.itemsize
+        if piece.size != piece.rows * line:
+            raise ValueError(f"a piece of {piece.size} bytes of scanlines for {piece.rows} rows "
+                             f"of {line}: not this image's layout")
         if self.rows_written + piece.rows > self.height:
             raise ValueError(f"{self.rows_written + piece.rows} rows for an image of "
                              f"{self.height}")

@@ -230,6 +230,7 @@ class TiffPiece(NamedTuple):
 
     data: object  #: the strip's stored bytes (deflated, or the raw array at level 0)
     rows: int  #: image rows
+    row: tuple  #: one row's layout: (width, channels, dtype)
 
 
 def encode_strip(rows: np.ndarray, above=None, *, little: np.dtype, level: int) -> TiffPiece:
@@ -238,9 +239,10 @@ def encode_strip(rows: np.ndarray, above=None, *, little: np.dtype, level: int) 
     import imagecodecs
 
     data = np.ascontiguousarray(rows.astype(little, copy=False))
+    row = (rows.shape[1], rows.shape[2] if rows.ndim == 3 else 1, rows.dtype)
     if level > 0:
-        return TiffPiece(imagecodecs.deflate_encode(data, level=level), len(rows))
-    return TiffPiece(data, len(rows))
+        return TiffPiece(imagecodecs.deflate_encode(data, level=level), len(rows), row)
+    return TiffPiece(data, len(rows), row)
 
 
 class TiffBandWriter(BandWriter):
@@ -290,6 +292,9 @@ class TiffBandWriter(BandWriter):
             raise ValueError(f"{self.target}: band writer is closed")
         if self._buffered or self._queued:
             raise ValueError("write_encoded after write_rows")
+        if piece.row != (self.width, self.channel_count, self.dtype):
+            raise ValueError(f"a strip of rows {piece.row} for an image of rows "
+                             f"{(self.width, self.channel_count, self.dtype)}")
         last = self.rows_written + piece.rows == self.height
         if piece.rows != self._rows_per_strip and not (last and piece.rows < self._rows_per_strip):
             raise ValueError(f"a strip of {piece.rows} rows where strips have "

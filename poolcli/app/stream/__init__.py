@@ -24,8 +24,9 @@ stream is inflated ahead in one more thread, libpng unfilters in the reader thre
 bands are pooled on a thread pool with at most ``2 * threads`` in flight. A PNG output's bands
 are also encoded there, each in its own thread (:meth:`poolcli.imageio.stream.BandWriter.encoder`:
 filtered given the output row above the band, which the band computes once more, and deflated
-as an independent piece of the zlib stream); other writers get the rows in order in the calling
-thread (TIFF deflates its strips on threads of its own). zlib, libpng, imagecodecs and numpy
+as an independent piece of the zlib stream), as a TIFF output's are (a strip per band); other
+writers (NPY, and unpool's and norm's outputs) get the rows in order in the calling thread
+(the PNG and TIFF writers then deflate on threads of their own). zlib, libpng, imagecodecs and numpy
 release the GIL. What carries state from band to band (the zlib streams read, the statistics)
 runs in one thread, in order, and the pieces written are cut by the band plan alone, so the
 bytes are those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process

@@ -195,7 +195,11 @@ class _Streamed:
         from poolcli.app.outputs import provenance
 
         bands = self.results()
-        head = next(bands)
+        try:
+            head = next(bands)
+        except ValueError:  # a geometry the operator refuses: in memory, the message names the
+            bands.close()  # image's size, not the first band's
+            return None
         first = head.values
         policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
         shown = _Picture.policy(self.job.output, self.reader.dtype) if self.want_picture \
@@ -263,7 +267,8 @@ class _Streamed:
                                 overwrite=self.opts.force, on_commit=track_commit,
                                 metadata=self.made, compress_level=self.opts.compress_level,
                                 threads=1 if self.encoded_here else self.threads,
-                                piece_rows=self.band if self.encoded_here else None)
+                                piece_rows=min(self.band, self.rows.out) if self.encoded_here
+                                else None)
 
     def record(self, first, policy, stats_out, build_record) -> dict:
         r = self.reader
