@@ -15,6 +15,8 @@ the median wall time of ``--repeat`` runs and the peak RSS (``os.wait4``'s ``ru_
   ISA-L (python-isal), zlib-ng and the standard library's zlib on the 4096² and 8192² images (the
   same bytes asserted); the PNG rows above also run poolcli with isal hidden (``ZLIB_ONLY``: the
   zlib fallback) in the same run;
+* PNG deflaters: the streamed PNG writer's pieces with zlib and ISA-L (what it uses), against
+  libdeflate on the whole image (the in-memory writer), bytes and CPU (``--only deflate``);
 * wall and peak against size, 1024² ... 30000² (``--quick`` stops at 8192²);
 * max-location maps on the 8192² PNG: ``pool --save-indices`` (the 400 MiB map written band by
   band) and ``unpool`` from it (plain and ``--accumulate``), streamed against the in-memory
@@ -302,6 +304,62 @@ def _inflaters_here(directory, repeat):
         print("\nthe same bytes as zlib.decompress from every inflater (asserted)")
 
 
+def _deflaters_here(directory, repeat):
+    """The streamed PNG writer's deflate: a 4096² avg 2x2 pool's filtered scanlines in 64-row
+    pieces (raw DEFLATE, sync-flushed, as the band writer cuts them) with zlib and ISA-L, and
+    libdeflate on the whole image as the in-memory writer does, in process."""
+    import zlib
+
+    import imagecodecs
+    import numpy as np
+
+    from poolcli.imageio import read_image
+    from poolcli.imageio.png import RowFilter
+
+    src = image(directory, 4096, "png")
+    out = os.path.join(directory, "deflate_src.png")
+    subprocess.run(poolcli(src, out, "avg", "-k", "2"), check=True)
+    a = read_image(out).array
+    rows = RowFilter(a.shape[1], a.shape[2], a.dtype, filtered=True)
+    scan = np.empty((a.shape[0], 1 + rows.line), np.uint8)
+    rows.filter_into(a, scan)
+    data, step = scan.tobytes(), 64 * scan.shape[1]
+
+    def pieces(module, level):
+        size = 0
+        for i in range(0, len(data), step):
+            z = module.compressobj(level, module.DEFLATED, -15)
+            size += len(z.compress(data[i:i + step]) + z.flush(module.Z_SYNC_FLUSH))
+        return size
+
+    cases = [(f"zlib {zlib.ZLIB_RUNTIME_VERSION} level {lv}, 64-row pieces", zlib, lv)
+             for lv in (1, 6, 9)]
+    try:
+        from isal import isal_zlib
+
+        cases += [(f"ISA-L level {lv} (isal {_version('isal')}), 64-row pieces", isal_zlib, lv)
+                  for lv in (1, 2, 3)]
+    except ImportError:
+        print("\n(isal not installed: pip install isal)")
+    cases += [(f"libdeflate level {lv}, whole image (in-memory writer)", None, lv)
+              for lv in (1, 6, 9)]
+    reps = max(5, repeat)
+    table(f"deflating a 4096² avg 2x2 pool's filtered rows ({len(data) / 2**20:.0f} MiB), in "
+          f"process, CPU median of {reps}", ["deflater", "bytes", "vs zlib 1", "CPU", "MB/s"])
+    base = None
+    for label, module, level in cases:
+        cpus, size = [], 0
+        for _ in range(reps):
+            cpu = time.thread_time()
+            size = (len(imagecodecs.deflate_encode(data, level=level)) if module is None
+                    else pieces(module, level))
+            cpus.append(time.thread_time() - cpu)
+        cpu = statistics.median(cpus)
+        base = base or size
+        line(label, f"{size:,}", f"{size / base:.3f}", f"{cpu:.3f} s",
+             f"{len(data) / cpu / 1e6:.0f}")
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import version
 
@@ -332,7 +390,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/bench_large")
     parser.add_argument("--only", choices=("8192", "30000", "threads", "sizes", "indices",
-                                           "inflate", "inflate-here"))
+                                           "inflate", "inflate-here", "deflate"))
     parser.add_argument("--note", default="", help="a sentence printed under the title "
                         "(e.g. what else the machine was doing)")
     args = parser.parse_args(argv)
@@ -352,6 +410,8 @@ def main(argv=None) -> int:
         threads(args.dir, args.repeat)
     if args.only in (None, "inflate"):
         inflaters(args.dir, args.repeat)
+    if args.only in (None, "deflate"):
+        _deflaters_here(args.dir, args.repeat)
     if args.only in (None, "sizes"):
         sizes(args.dir, args.quick, args.repeat)
     if args.only in (None, "indices"):

@@ -511,15 +511,19 @@ def test_writer_threads_give_the_same_bytes(tmp_path, monkeypatch, fmt):
                    for t in threading.enumerate())
 
 
-@pytest.mark.parametrize("level", [0, 1, 6])
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
 @pytest.mark.parametrize("chunk", [1, 700, 5000])
 def test_png_chunks_give_one_stream_whatever_the_bands_and_threads(tmp_path, monkeypatch,
-                                                                    level, chunk):
+                                                                    level, chunk, deflate):
     """Scanlines filtered and deflated in fixed chunks (one row each, a few rows, the whole
     image) on 1-3 threads and fed in any bands: one valid zlib stream holding the very
     scanlines of ``write_image`` (checked by ``zlib.decompress``, which verifies the
     Adler-32), and the same file bytes every time."""
     monkeypatch.setattr(_stream_png, "_CHUNK_BYTES", chunk)
+    hide_isal(monkeypatch, deflate)  # zlib: python-isal missing, pieces deflated by zlib
+    z = _stream_png._deflater(level)
+    assert type(z).__module__.startswith("isal") == (deflate == "isal" and level > 0)
     a = image(83, 37, 3, np.uint16, seed=chunk)
     write_image(tmp_path / "whole.png", a, compress_level=level)
     files = set()
