@@ -356,7 +356,8 @@ def test_damaged_tiff_tile(tmp_path, threads):
     a = image(200, 200, 3)
     path = tmp_path / "tiles.tif"
     tifffile.imwrite(path, a, tile=(64, 64), compression="zlib")
-    offset = tifffile.TiffFile(path).pages[0].dataoffsets[9]
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[9]
     data = bytearray(path.read_bytes())
     data[offset:offset + 40] = bytes(40)
     path.write_bytes(bytes(data))
