@@ -30,7 +30,7 @@ from poolcli.imageio.files import (
     temp_prefix,
 )
 
-__all__ = ["BandReader", "BandWriter", "ReadAhead"]
+__all__ = ["BandReader", "BandWriter", "ReadAhead", "started_pool"]
 
 
 class BandReader:
@@ -286,6 +286,19 @@ class BandWriter:
                 f"{target}: permission denied (directory not writable?)") from None
         except OSError as exc:
             raise ImageWriteError(f"{target}: {os_problem(exc, 'cannot write')}") from None
+
+
+def started_pool(count: int, name: str):
+    """A ``ThreadPoolExecutor`` of ``count`` threads named ``name``, every thread started now:
+    a thread started later, while a reader thread captures a decoder's chatter, would count as
+    the decoder's (see :mod:`poolcli.imageio._quiet`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(count, thread_name_prefix=name)
+    barrier = threading.Barrier(count)
+    for future in [pool.submit(barrier.wait) for _ in range(count)]:
+        future.result()
+    return pool
 
 
 class ReadAhead:

@@ -34,7 +34,7 @@ import numpy as np
 from poolcli.errors import ImageReadError
 from poolcli.imageio._common import ICC_NOTE, corrupt, exif_orientation_from_bytes, icc_is_srgb
 from poolcli.imageio._pngchunks import _PNG_ORIENTATION_TEXT, png_iccp_profile
-from poolcli.imageio._stream_base import BandReader, BandWriter, ReadAhead
+from poolcli.imageio._stream_base import BandReader, BandWriter, ReadAhead, started_pool
 from poolcli.imageio.png import COLOUR_TYPES, IDAT_BYTES, RowFilter, png_head, write_chunk
 
 __all__ = ["Encoded", "PngBandWriter", "encode_rows", "open_png_reader"]
@@ -470,7 +470,7 @@ class PngBandWriter(BandWriter):
         self._worker = None
         super().__init__(target, channels=count, **kw)  # may refuse the target: no threads yet
         if self._threads > 1:
-            self._worker = _start_pool(self._threads, "poolcli-png-deflate")
+            self._worker = started_pool(self._threads, "poolcli-png-deflate")
 
     def encoder(self):
         """``encode(rows, above) -> Encoded`` for :meth:`write_encoded` (thread-safe)."""
@@ -566,16 +566,3 @@ def _adler32_combine(first: int, second: int, size: int) -> int:
     a = (a1 + a2 - 1) % base
     b = (b1 + b2 + size * (a1 - 1)) % base
     return (b << 16) | a
-
-
-def _start_pool(count: int, name: str):
-    """A thread pool with its ``count`` threads started now: a thread started while a reader
-    thread captures a decoder's chatter would count as the decoder's (``imageio._quiet``)."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(count, thread_name_prefix=name)
-    barrier = threading.Barrier(count)
-    for future in [pool.submit(barrier.wait) for _ in range(count)]:
-        future.result()
-    return pool

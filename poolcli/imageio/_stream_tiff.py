@@ -19,7 +19,6 @@ pool of ``threads`` (each strip is compressed on its own, so the bytes are the s
 from __future__ import annotations
 
 import struct
-import threading
 from collections import deque
 from functools import partial
 from typing import BinaryIO, NamedTuple
@@ -29,7 +28,7 @@ import numpy as np
 from poolcli.imageio._common import corrupt, no_memory
 from poolcli.imageio._decode_tiff import _check_guard, _check_supported, _to_image
 from poolcli.imageio._guard import check_pixels
-from poolcli.imageio._stream_base import BandReader, BandWriter
+from poolcli.imageio._stream_base import BandReader, BandWriter, started_pool
 
 __all__ = ["TiffBandWriter", "TiffPiece", "encode_strip", "open_tiff_reader"]
 
@@ -256,8 +255,6 @@ class TiffBandWriter(BandWriter):
 
     def __init__(self, target: str, *, names: tuple[str, ...], level: int, stamp,
                  threads: int = 1, strip_rows: int | None = None, **kw):
-        from concurrent.futures import ThreadPoolExecutor
-
         dtype = np.dtype(kw["dtype"])
         if dtype.kind not in "iuf":
             raise ValueError(f"TIFF band output supports integer and float arrays, not {dtype}")
@@ -272,15 +269,10 @@ class TiffBandWriter(BandWriter):
         self._counts: list[int] = []
         self._threads = max(1, int(threads))
         self._pool = None  # deflating strips, when there are threads for it
-        if self._threads > 1 and level > 0:
-            self._pool = ThreadPoolExecutor(self._threads,
-                                            thread_name_prefix="poolcli-tiff-deflate")
         self._queued: deque = deque()
-        super().__init__(target, channels=len(names), **kw)
-        if self._pool is not None:  # its threads started now, not during a reader's capture
-            barrier = threading.Barrier(self._threads)
-            for future in [self._pool.submit(barrier.wait) for _ in range(self._threads)]:
-                future.result()
+        super().__init__(target, channels=len(names), **kw)  # may refuse the target
+        if self._threads > 1 and level > 0:
+            self._pool = started_pool(self._threads, "poolcli-tiff-deflate")
 
     def encoder(self):
         """``encode(rows, above) -> TiffPiece`` for :meth:`write_encoded` (thread-safe)."""

@@ -44,9 +44,10 @@ from poolcli.formats import FORMAT_ALIASES, SUFFIX_FORMAT
 from poolcli.imageio._common import is_stdio
 from poolcli.imageio._guard import check_file_size, preflight
 from poolcli.imageio._quiet import captured
-from poolcli.imageio._stream_base import BandReader, BandWriter, ReadAhead
+from poolcli.imageio._stream_base import BandReader, BandWriter, ReadAhead, started_pool
 
-__all__ = ["BandReader", "BandWriter", "ReadAhead", "open_band_reader", "open_band_writer"]
+__all__ = ["BandReader", "BandWriter", "ReadAhead", "open_band_reader", "open_band_writer",
+           "started_pool"]
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
           (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"), (b"\x93NUMPY", "NPY"))

@@ -4,9 +4,7 @@ adaptive windows (:class:`_Adaptive`) and global pooling (:func:`_pool_global`).
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -168,10 +166,9 @@ class _Streamed:
                 self.feed_input(block, start)
                 yield self.compute(block[r0 - start :], r0, skip, count, first, above)
         else:
-            from poolcli.imageio.stream import ReadAhead
+            from poolcli.imageio.stream import ReadAhead, started_pool
 
-            with ThreadPoolExecutor(n, thread_name_prefix="poolcli-band") as pool:
-                _start_threads(pool, n)
+            with started_pool(n, "poolcli-band") as pool:
                 inputs = ReadAhead(items, _READ_AHEAD)
                 try:
                     flight: deque = deque()
@@ -385,14 +382,6 @@ def _out_width(params: dict, width: int) -> int:
     return pool_output_size(width, k, second(params.get("stride"), k),
                             second(params.get("padding"), 0), second(params.get("dilation"), 1),
                             bool(params.get("ceil_mode", False)))
-
-
-def _start_threads(pool, n: int) -> None:
-    """Start the pool's ``n`` threads now: a thread started while the reader thread captures a
-    decoder's chatter would count as the decoder's (see ``poolcli.imageio._quiet``)."""
-    barrier = threading.Barrier(n)
-    for future in [pool.submit(barrier.wait) for _ in range(n)]:
-        future.result()
 
 
 def _chain(first, rest):
