@@ -46,16 +46,27 @@ ZLIB_ONLY = [sys.executable, "-c", "import sys; sys.modules['isal'] = None; "
 
 def run_once(cmd, env=None) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one run of ``cmd``."""
+    wall, peak, _ = _spawn([cmd], env)
+    return wall, peak
+
+
+def _spawn(cmds, env=None) -> tuple[float, float, list[str]]:
+    """Start ``cmds`` together, one process each: (wall until the last ends, the largest peak
+    RSS in MiB, each one's standard error); a failure stops the benchmark."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
-    return wall, usage.ru_maxrss / 1024
+    procs = [subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for cmd in cmds]
+    peak, errs = 0.0, []
+    for proc in procs:
+        err = proc.stderr.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed: {' '.join(proc.args)}\n{err}")
+        peak = max(peak, usage.ru_maxrss / 1024)
+        errs.append(err)
+    return time.perf_counter() - start, peak, errs
 
 
 def measure(*runs, repeat=3) -> list[tuple[float, float]]:
@@ -152,22 +163,9 @@ TIMED = [sys.executable, "-c", "import sys, time, numpy, imagecodecs, tifffile, 
 
 def run_timed(cmds, env=None) -> tuple[float, float, float]:
     """(wall s, peak RSS MiB, in-process s) of :data:`TIMED` commands ``cmds`` started
-    together, one process each (wall until the last ends; the largest peak and in-process
-    time)."""
-    start = time.perf_counter()
-    procs = [subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for cmd in cmds]
-    peak, inner = 0.0, 0.0
-    for proc in procs:
-        err = proc.stderr.read().decode()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {' '.join(proc.args)}\n{err}")
-        peak = max(peak, usage.ru_maxrss / 1024)
-        inner = max(inner, float(err.strip().splitlines()[-1].split()[-1]))
-    return time.perf_counter() - start, peak, inner
+    together (the largest in-process time)."""
+    wall, peak, errs = _spawn(cmds, env)
+    return wall, peak, max(float(err.strip().splitlines()[-1].split()[-1]) for err in errs)
 
 
 def threads(directory, repeat):

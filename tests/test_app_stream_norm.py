@@ -92,12 +92,7 @@ def check(tmp_path, src, opts: str, suffix: str, passes, streams: bool = True, e
     h = mem_values.shape[0]
     for rows in ROWS:
         passes.update(add=0, apply=0)
-        st = run(src, out, opts, {**(env or {}), "POOLCLI_STREAM_ROWS": rows})
-        assert st[1] == mem[1], (opts, rows)
-        if suffix == ".npy":
-            assert st[0] == mem[0], (opts, rows)
-        got = values(out)
-        assert got.dtype == mem_values.dtype and got.tobytes() == mem_values.tobytes()
+        streamed_equals(src, out, opts, suffix, rows, mem, mem_values, env)
         bands = -(-h // int(rows))
         expect = {"add": 2 * bands, "apply": bands * (1 + display)} if streams \
             else {"add": 0, "apply": 0}
@@ -332,6 +327,17 @@ def fitted(tmp_path, channels: int = 3) -> str:
     return str(stats)
 
 
+def streamed_equals(src, out, opts, suffix, rows, mem, mem_values, env) -> None:
+    """The run streamed with ``rows`` rows a band gives the in-memory run's record line, values
+    (dtype and bytes) and, for NPY, file bytes."""
+    st = run(src, out, opts, {**(env or {}), "POOLCLI_STREAM_ROWS": rows})
+    assert st[1] == mem[1], (opts, rows)
+    if suffix == ".npy":
+        assert st[0] == mem[0], (opts, rows)
+    got = values(out)
+    assert got.dtype == mem_values.dtype and got.tobytes() == mem_values.tobytes()
+
+
 def check_batch(tmp_path, src, opts: str, suffix: str, inferred, display: int = 0, env=None):
     """``check`` for ``--op batch --stats``: one pass (plus the display's) per band size."""
     out = tmp_path / f"out{suffix}"
@@ -342,12 +348,7 @@ def check_batch(tmp_path, src, opts: str, suffix: str, inferred, display: int = 
     assert inferred[0] == 0
     for rows in ROWS:
         inferred[0] = 0
-        st = run(src, out, opts, {**(env or {}), "POOLCLI_STREAM_ROWS": rows})
-        assert st[1] == mem[1], (opts, rows)
-        if suffix == ".npy":
-            assert st[0] == mem[0], (opts, rows)
-        got = values(out)
-        assert got.dtype == mem_values.dtype and got.tobytes() == mem_values.tobytes()
+        streamed_equals(src, out, opts, suffix, rows, mem, mem_values, env)
         assert inferred[0] == -(-mem_values.shape[0] // int(rows)) * (1 + display), (opts, rows)
 
 
