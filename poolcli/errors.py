@@ -92,11 +92,17 @@ class Interrupted(Exception):
 
     exit_status = ExitStatus.INTERRUPTED
 
-    def __init__(self, written: int, failed: int, total: int | None = None):
+    def __init__(self, written: int, failed: int, total: int | None = None, *,
+                 exact: bool = True):
         self.written, self.failed, self.total = written, failed, total
         of = f" of {total}" if total else ""
-        super().__init__(f"interrupted: {written}{of} outputs written, {failed} failed, the "
-                         f"rest not processed; no partial files left")
+        if exact:
+            super().__init__(f"interrupted: {written}{of} outputs written, {failed} failed, "
+                             f"the rest not processed; no partial files left")
+        else:  # a Dask run told twice: tasks already on the workers may still commit theirs
+            super().__init__(f"interrupted: at least {written}{of} outputs written, {failed} "
+                             f"failed; tasks already on the workers may still write theirs; "
+                             f"no partial files left")
 
 
 def one_line(exc: BaseException) -> str:

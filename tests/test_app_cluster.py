@@ -1,5 +1,6 @@
 """The pieces of ``--dask`` that need no cluster: scheduler addresses, the idempotent commit a
-retried task relies on, and batch-norm statistics merged from per-image partials.
+retried task relies on, batch-norm statistics merged from per-image partials, and how a run
+hears signals.
 
 The cluster itself (a real scheduler and workers) is exercised in ``test_cli_dask.py``.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -139,3 +142,28 @@ def test_merged_partials_equal_running_stats_within_rounding(momentum):
 def test_a_chunk_of_one_value_is_refused_like_running_stats():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         MergedStats().update([_moments(np.ones((1, 1, 3)))])
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals during a run
+# ----------------------------------------------------------------------------------------------
+
+class _Noted:
+    def __init__(self):
+        self.interrupted, self.forced = threading.Event(), False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_first_signal_is_noted_and_a_second_raises(sig):
+    """The first signal must not raise wherever the main thread is (inside distributed's own
+    blocking calls, an exception there leaves a traceback from its event loop thread): the
+    batch's loop raises at its next step. A second one raises at once."""
+    batch = _Noted()
+    before = signal.getsignal(sig)
+    with cluster._noted(batch):
+        os.kill(os.getpid(), sig)  # the handler runs before kill returns to Python
+        assert batch.interrupted.is_set() and not batch.forced
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig)
+        assert batch.forced
+    assert signal.getsignal(sig) is before

@@ -407,6 +407,36 @@ def test_an_interrupt_is_exit_130_with_the_exact_count(slow_batch, sig):
         assert digest(f"out/{name}") == digest(f"ref/src{k}_softpool.png"), name
 
 
+def test_a_second_interrupt_stops_waiting_and_still_loses_nothing(slow_batch):
+    """The first Ctrl-C waits for the tasks on the workers; a second stops waiting. The count
+    is then a lower bound, and what the workers still write is whole."""
+    p = _spawn_run(slow_batch)
+    _wait_for_outputs(3, p)
+    p.send_signal(signal.SIGINT)
+    lines = []
+    for line in p.stderr:  # the run says it is waiting
+        lines.append(line)
+        if "waiting for the tasks" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    err = "".join(lines) + err
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    match = re.search(r"interrupted: at least (\d+) of 40 outputs written", err)
+    assert match, err
+    with CLUSTER.client() as client:  # the tasks it stopped waiting for end on their own
+        deadline = time.monotonic() + 60
+        while any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    time.sleep(0.5)
+    assert _leftovers() == []
+    on_disk = sorted(os.listdir("out"))
+    assert int(match.group(1)) <= len(on_disk) < 40
+    for name in on_disk:
+        assert digest(f"out/{name}") == digest(f"ref/src{int(name[2:4]) % 4}_softpool.png"), name
+
+
 def test_a_worker_killed_mid_run_loses_nothing(slow_batch):
     with CLUSTER.client() as client:
         pids = client.run(os.getpid)

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 from poolcli import __version__
 from poolcli.app.runner import Outcome, Runner, guarded, interrupt_signals, remove_outputs, \
     reuse_freed_memory, skipped_outcome, sweep_temporaries
-from poolcli.errors import UsageError, one_line
+from poolcli.errors import Interrupted, UsageError, one_line
 from poolcli.imageio.files import retried_commits, signals_blocked
 
 __all__ = ["ClusterRunner", "connected", "cluster_task", "CONNECT_TIMEOUT", "WORKER_TIMEOUT",
@@ -56,6 +56,8 @@ WORKER_TIMEOUT = 30
 AHEAD = 2
 #: At most this many images in one task, and about this much input: a task costs a few
 #: milliseconds of scheduling, as much as a small image's work.
+#: Seconds between the batch's checks for a signal while it waits on the cluster.
+POLL = 0.05
 CHUNK_JOBS = 8
 CHUNK_BYTES = 8 << 20
 #: ... but at least this many tasks per worker thread, so the work stays balanced.
@@ -271,6 +273,7 @@ class _Batch:
         self.fetched: dict[int, Outcome] = {}  # outcomes of finished tasks, not yet taken
         self.done_ahead = as_completed(loop=client.loop)
         self.interrupted = threading.Event()  # set by the run's signal handler (see _noted)
+        self.forced = False  # a second signal: stop waiting for the tasks on the workers
 
     def _refresh_window(self) -> None:
         if time.monotonic() - self.window_at > 2:  # workers come and go
@@ -299,17 +302,26 @@ class _Batch:
         """Every job's outcome, in input order."""
         self._fill()
         while self.order:
-            if self.interrupted.is_set():  # the handler's KeyboardInterrupt may have been lost
+            if self.interrupted.is_set():  # noted by the handler (see _noted)
                 raise KeyboardInterrupt
             job, future, position = self.order[0]
             if future is not None and not future.done():
-                next(self.done_ahead, None)  # any task finished: the window has room
+                self._await_any()  # any task finished: the window has room
                 self._fill()
                 continue
             self._fetch_ready()
             yield self._outcome(job, future, position)
             self.order.popleft()  # after the caller took it: see reported
             self._fill()
+
+    def _await_any(self) -> None:
+        """Until a submitted task finishes, in short waits of our own, so a signal is seen
+        within :data:`POLL` seconds and never lands inside one of distributed's blocking calls
+        (see :func:`_noted`)."""
+        while not self.done_ahead.has_ready() and not self.done_ahead.is_empty():
+            if self.interrupted.wait(POLL):
+                raise KeyboardInterrupt
+        next(self.done_ahead, None)
 
     def _outcome(self, job, future, position: int) -> Outcome:
         return skipped_outcome(job) or self.fetched.pop(job.index, None) \
@@ -336,9 +348,8 @@ class _Batch:
         yet reported), so the count of outputs on disk is exact."""
         self.todo = iter(())
         deadline = time.monotonic() + max(60, 10 * len(self.order))
-        for future in list(self.inflight):
-            with contextlib.suppress(Exception):  # its error is its outcome, below
-                future.result(timeout=max(0.1, deadline - time.monotonic()))
+        while time.monotonic() < deadline and not all(f.done() for f in self.inflight):
+            time.sleep(POLL)  # our own wait: a second signal stops it (see _noted)
         return [self._outcome(job, f, i) for job, f, i in self.order
                 if job.index not in self.reported and (f is None or f.done())]
 
@@ -354,12 +365,19 @@ class _Batch:
 
 @contextlib.contextmanager
 def _noted(batch: "_Batch"):
-    """SIGINT and SIGTERM raise KeyboardInterrupt, as everywhere, and are also noted on the
-    batch: Python may run the handler inside a finalizer (a dask Future's ``__del__``), which
-    prints and drops the exception, so the batch's loop raises it again at its next step."""
+    """SIGINT and SIGTERM are noted on the batch, whose loop raises KeyboardInterrupt at its
+    next step (every wait of the loop is a short one of its own, :data:`POLL`).
+
+    The handler does not raise: an exception raised wherever the main thread happens to be may
+    land inside distributed's ``sync`` (distributed 2026.8 then logs a NameError traceback from
+    its event loop thread) or inside a finalizer (a Future's ``__del__``, which prints and drops
+    it). A second signal does raise, so a client stuck on a scheduler that stopped answering
+    can still be stopped; the count is then not exact (see :class:`ClusterRunner`)."""
     def handler(signum, frame):
+        if batch.interrupted.is_set():
+            batch.forced = True
+            raise KeyboardInterrupt
         batch.interrupted.set()
-        raise KeyboardInterrupt
 
     try:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -413,17 +431,24 @@ class ClusterRunner(Runner):
             batch = _Batch(client, jobs, fn, args, self.verbose, self.force)
             try:
                 with _noted(batch):
-                    for outcome in batch.outcomes():
-                        with signals_blocked():  # counted and marked reported together
-                            self._count(outcome)
-                            batch.reported.add(outcome.index)
-                        if not self._report(outcome):  # --fail-fast: as -j, what runs finishes
-                            batch.drain()
-                            return
-            except KeyboardInterrupt:
-                self.reporter.warn("--dask: interrupted; waiting for the tasks already on the "
-                                   "workers, so the count is exact")
-                raise self._interrupted(batch.drain()) from None
+                    try:
+                        for outcome in batch.outcomes():
+                            with signals_blocked():  # counted and marked reported together
+                                self._count(outcome)
+                                batch.reported.add(outcome.index)
+                            if not self._report(outcome):  # --fail-fast: what runs finishes
+                                batch.drain()
+                                return
+                    except KeyboardInterrupt:
+                        if batch.forced:
+                            raise
+                        self.reporter.warn("--dask: interrupted; waiting for the tasks already "
+                                           "on the workers, so the count is exact (Ctrl-C "
+                                           "again to stop waiting)")
+                        raise self._interrupted(batch.drain()) from None
+            except KeyboardInterrupt:  # the second signal: the tally is what is known
+                raise Interrupted(self.tally.ok, self.tally.failed, self.tally.total,
+                                  exact=False) from None
             finally:
                 batch.cancel()
                 sweep_temporaries(jobs)  # of attempts on workers killed mid-write
