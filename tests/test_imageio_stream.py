@@ -16,6 +16,7 @@ import struct
 import sys
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -68,6 +69,35 @@ def assert_streams_like_read_image(path):
                 rows = reader.read_rows(start, stop)
                 assert rows.dtype == ref.array.dtype
                 np.testing.assert_array_equal(rows, ref.array[start:stop], err_msg=f"{start}")
+    with open_band_reader(path, max_pixels=MAX) as reader:
+        if reader.random_access:
+            assert_rows_at_like_read_image(reader, ref.array)
+
+
+def assert_rows_at_like_read_image(reader, expected, threads=3):
+    """``rows_at`` from ``threads`` threads at once, on bands that overlap (so pieces are shared
+    and decoded by whichever thread comes first), each thread's in any order, the pieces given
+    up behind the lowest band still to come: every band the whole image's rows."""
+    height = len(expected)
+    bands = [(a, min(height, a + int(RNG.integers(1, 12)))) for a in range(0, height, 3)]
+    order = [int(i) for i in RNG.permutation(len(bands))]
+    lock, left = threading.Lock(), set(order)
+
+    def work(mine):
+        for i in mine:
+            start, stop = bands[i]
+            rows = reader.rows_at(start, stop)
+            assert rows.dtype == expected.dtype
+            np.testing.assert_array_equal(rows, expected[start:stop], err_msg=f"{start}")
+            with lock:
+                left.discard(i)
+                reader.release_before(min((bands[j][0] for j in left), default=height))
+
+    shares = [order[k::threads] for k in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(work, share) for share in shares]:
+            future.result()
+    assert not getattr(reader, "_shared", None)  # every piece given up once nothing needs it
 
 
 # ---- PNG written byte by byte, for the layouts no encoder at hand writes ----------------------
@@ -283,6 +313,12 @@ def test_a_small_file_claiming_a_huge_size_is_refused_before_any_work(tmp_path):
     reader.close()
 
 
+def expected_error(path) -> ImageReadError:
+    with pytest.raises(ImageReadError) as expected:
+        read_image(path)
+    return expected.value
+
+
 def _same_error(path, stream_all):
     with pytest.raises(ImageReadError) as expected:
         read_image(path)
@@ -367,6 +403,14 @@ def test_damaged_tiff_tile(tmp_path, threads):
         np.testing.assert_array_equal(reader.read_rows(0, 128), a[:128])
         with pytest.raises(ImageReadError):
             reader.read_rows(128, 140)
+    # decoded for rows_at by the threads asking: each of them gets the same one-line error,
+    # the rows of other tile rows stay readable
+    with open_band_reader(path, max_pixels=MAX) as reader, ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(reader.rows_at, 128 + k, 140 + k) for k in range(6)]
+        errors = {str(f.exception()) for f in futures}
+        assert len(errors) == 1 and errors.pop() == str(expected_error(path))
+        np.testing.assert_array_equal(reader.rows_at(60, 128), a[60:128])
+        np.testing.assert_array_equal(reader.rows_at(192, 200), a[192:200])
 
 
 def test_read_ahead_in_order_errors_in_place_and_closes():

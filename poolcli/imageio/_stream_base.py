@@ -67,6 +67,27 @@ class BandReader:
         """Let the format decode with up to ``count`` threads of its own (call it before the
         first :meth:`read_rows`); the rows are the same. The default ignores it."""
 
+    #: Whether :meth:`rows_at` works: a format whose rows can be decoded from anywhere.
+    random_access = False
+
+    def rows_at(self, start: int, stop: int) -> np.ndarray:
+        """``(stop - start, W, C)`` rows, the values :meth:`read_rows` gives, for a format with
+        :attr:`random_access`: callable from several threads at once, each band decoding its
+        own rows where it is computed. The file's pieces that two bands share are decoded once,
+        by the threads that ask for them, and kept until :meth:`release_before` gives them up.
+        No library chatter is captured here (a format offers this only where decoding a piece
+        can only raise), so :attr:`notes` are those of the open."""
+        raise NotImplementedError(f"{self.format} rows are read in order only")
+
+    def release_before(self, row: int) -> None:
+        """Rows before ``row`` will not be asked of :meth:`rows_at` again."""
+
+    def _check_rows(self, start: int, stop: int) -> None:
+        if self._closed:
+            raise ValueError(f"{self.source}: band reader is closed")
+        if not 0 <= start < stop <= self.height:
+            raise ValueError(f"rows {start}:{stop} outside 0:{self.height}")
+
     # ---- the interface ----
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
@@ -76,10 +97,7 @@ class BandReader:
         call's (they are kept until a call starts past them). Asking for rows already given up
         raises ``ValueError``; decoding problems raise :class:`~poolcli.errors.ImageReadError`.
         """
-        if self._closed:
-            raise ValueError(f"{self.source}: band reader is closed")
-        if not 0 <= start < stop <= self.height:
-            raise ValueError(f"rows {start}:{stop} outside 0:{self.height}")
+        self._check_rows(start, stop)
         if start < self._first:
             raise ValueError(f"rows from {start} were already given up (kept from {self._first})")
         self._drop_before(start)

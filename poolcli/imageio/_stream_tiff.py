@@ -18,7 +18,9 @@ pool of ``threads`` (each strip is compressed on its own, so the bytes are the s
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 from collections import deque
 from functools import partial
 from typing import BinaryIO, NamedTuple
@@ -110,6 +112,16 @@ class _Layout:
                          self.bits, None, self.pages, self.source, notes)
 
 
+class _SharedRow:
+    """A segment row being decoded for :meth:`_TiffReader.rows_at` by the threads asking."""
+
+    def __init__(self, band: np.ndarray, jobs: list):
+        self.band, self.jobs, self.left = band, deque(jobs), len(jobs)
+        self.rows: np.ndarray | None = None  # laid out, once every segment is decoded
+        self.error: tuple | None = None  # (segment index, exception) of the first failure
+        self.done = threading.Event()
+
+
 class _TiffReader(BandReader):
     def __init__(self, tif, page, layout: _Layout, **kw):
         super().__init__(**kw)
@@ -127,15 +139,14 @@ class _TiffReader(BandReader):
         self._down = -(-self.height // self._seg_rows)
         if len(self._offsets) < self._planes * self._across * self._down:
             raise corrupt(self.source, "TIFF")
+        self._lock = threading.Lock()
+        self._shared: dict[int, _SharedRow] = {}  # segment rows decoded for rows_at
+        self._page.decode  # built now, while the open's chatter is captured: then a segment's
+        # decode can only raise (tifffile logs only while it builds this function)
 
     def _produce(self, wanted: int) -> np.ndarray:
         row = max(self._next, wanted) // self._seg_rows
-        y0 = row * self._seg_rows
-        y1 = min(self.height, y0 + self._seg_rows)
-        band = np.empty((self._planes, y1 - y0, self.width, self._samples), self._page.dtype)
-        jobs = [(plane * self._across * self._down + row * self._across + col, band[plane],
-                 col * self._seg_cols) for plane in range(self._planes)
-                for col in range(self._across)]
+        band, jobs = self._segment_row(row)
         try:
             if self._threads > 1 and len(jobs) > 1:
                 self._decode_on_threads(jobs)
@@ -144,7 +155,21 @@ class _TiffReader(BandReader):
                     self._decode(index, dest, x0, self._read(index))
         except MemoryError:
             raise no_memory(self.source, self.width, self.height) from None
-        self._next = y0
+        self._next = row * self._seg_rows
+        return self._laid_out(band)
+
+    def _segment_row(self, row: int):
+        """``(band, jobs)`` of segment row ``row`` (a strip, or a row of tiles): the array its
+        segments are decoded into and ``(segment index, destination, first column)`` of each."""
+        y0 = row * self._seg_rows
+        y1 = min(self.height, y0 + self._seg_rows)
+        band = np.empty((self._planes, y1 - y0, self.width, self._samples), self._page.dtype)
+        jobs = [(plane * self._across * self._down + row * self._across + col, band[plane],
+                 col * self._seg_cols) for plane in range(self._planes)
+                for col in range(self._across)]
+        return band, jobs
+
+    def _laid_out(self, band: np.ndarray) -> np.ndarray:
         stored = band[0] if self._planes == 1 else np.moveaxis(band[..., 0], 0, -1)
         if self._layout.axes == "YX":
             stored = stored[..., 0]
@@ -156,6 +181,67 @@ class _TiffReader(BandReader):
         """The strips or tiles of a band are decoded on ``count`` threads (the codecs release
         the GIL); the file is still read in order by one."""
         self._threads = max(1, int(count))
+
+    # ---- random access: segment rows decoded by the band threads that need them ----
+
+    random_access = True
+
+    def rows_at(self, start: int, stop: int) -> np.ndarray:
+        self._check_rows(start, stop)
+        out = np.empty((stop - start, self.width, len(self.channels)), self.dtype)
+        first, last = start // self._seg_rows, (stop - 1) // self._seg_rows
+        try:
+            for row in range(first, last + 1):
+                rows = self._shared_row(row)
+                y0 = row * self._seg_rows
+                lo, hi = max(start, y0), min(stop, y0 + len(rows))
+                out[lo - start:hi - start] = rows[lo - y0:hi - y0]
+        except MemoryError:
+            raise no_memory(self.source, self.width, self.height) from None
+        return out
+
+    def release_before(self, row: int) -> None:
+        with self._lock:
+            for k in [k for k in self._shared
+                      if min(self.height, (k + 1) * self._seg_rows) <= row]:
+                del self._shared[k]
+
+    def _shared_row(self, row: int) -> np.ndarray:
+        """Segment row ``row`` laid out, decoded once: every thread asking for it takes its
+        next undecoded segment until none is left (so two bands needing it share the work, and
+        none waits idle while there is some), the one finishing the last lays the row out."""
+        with self._lock:
+            entry = self._shared.get(row)
+            if entry is None:
+                entry = self._shared[row] = _SharedRow(*self._segment_row(row))
+        while True:
+            with self._lock:
+                job = entry.jobs.popleft() if entry.jobs else None
+            if job is None:
+                break
+            index, dest, x0 = job
+            try:
+                self._decode(index, dest, x0, self._read(index))
+                failed = None
+            except BaseException as exc:  # raised by every thread asking for the row
+                failed = (index, exc)
+            with self._lock:
+                if failed and (entry.error is None or failed[0] < entry.error[0]):
+                    entry.error = failed  # the first in file order, as one thread raises it
+                entry.left -= 1
+                last = entry.left == 0
+            if last:
+                if entry.error is None:
+                    try:
+                        entry.rows = self._laid_out(entry.band)
+                    except BaseException as exc:
+                        entry.error = (-1, exc)
+                entry.band = None
+                entry.done.set()
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error[1]
+        return entry.rows
 
     def _decode_on_threads(self, jobs) -> None:
         """Decode ``jobs`` on a pool started for this band (so that, like tifffile's own pool,
@@ -179,14 +265,15 @@ class _TiffReader(BandReader):
                 future.result()
 
     def _read(self, index: int) -> bytes | None:
-        """The stored bytes of segment ``index`` (``None``: a missing segment)."""
-        fh = self._tif.filehandle
+        """The stored bytes of segment ``index`` (``None``: a missing segment); from any thread
+        (``pread`` on the file's descriptor: no shared file position)."""
         offset, count = int(self._offsets[index]), int(self._counts[index])
         try:
-            fh.seek(offset)
-            data = fh.read(count) if count else None
-            if data is not None and len(data) < count:
-                raise ValueError("short read")
+            data = None
+            if count:
+                data = os.pread(self._fh.fileno(), count, offset)
+                if len(data) < count:
+                    raise ValueError("short read")
         except MemoryError:
             raise
         except Exception:
