@@ -246,27 +246,34 @@ def test_bands_taller_than_the_image(tmp_path, streamed):
     assert streamed == [True, True]
 
 
-def test_tiled_tiff_threads_give_the_same_bytes(tmp_path, monkeypatch, streamed):
-    """Tiles decoded on threads, strips deflated on threads: the same TIFF for 1, 2 and 3
-    threads, with the in-memory pixels and record."""
+@pytest.mark.parametrize("layout", [{"tile": (32, 32)}, {"rowsperstrip": 5}],
+                         ids=["tiled", "striped"])
+@pytest.mark.parametrize("opts,threads", [
+    ("--op avg -k 2", ("1", "2", "3")),
+    ("--op max -k 2 -s 3", ("1", "2")),  # rows no window reads: still in the statistics
+    ("--op avg -k 3 -s 2 -p 1 --ceil-mode", ("1", "3")),  # bands share tile rows
+    ("--op stochastic -k 3 -s 2 --seed 3", ("1", "2")),
+])
+def test_tiff_bands_decoded_in_their_threads(tmp_path, streamed, layout, opts, threads):
+    """A TIFF's bands each decode their own rows in the pool thread that computes them, the
+    strips or tiles two bands share decoded once by whichever comes first: the same output
+    bytes for every thread count, with the in-memory pixels and record (its statistics too)."""
     import tifffile
 
-    from poolcli.imageio import _stream_tiff, read_image
+    from poolcli.imageio import read_image
 
-    monkeypatch.setattr(_stream_tiff, "_STRIP_BYTES", 700)  # many strips
     rng = np.random.default_rng(8)
     src = tmp_path / "in.tif"
-    tifffile.imwrite(src, rng.integers(0, 256, (150, 140, 3), dtype=np.uint8), tile=(32, 32),
-                     compression="zlib", photometric="rgb")
+    tifffile.imwrite(src, rng.integers(0, 256, (150, 140, 3), dtype=np.uint8),
+                     compression="zlib", photometric="rgb", **layout)
     files = []
-    for threads in ("1", "2", "3"):
-        mem, st, (rm, rs) = pool_both(tmp_path, src, "--op avg -k 2", ".tif", rows="6",
-                                      threads=threads)
-        assert rm == rs, threads
+    for count in threads:
+        mem, st, (rm, rs) = pool_both(tmp_path, src, opts, ".tif", rows="6", threads=count)
+        assert rm == rs and rm["stats_in"], count
         assert np.array_equal(read_image(mem).array, read_image(st).array)
         files.append(st.read_bytes())
-    assert streamed == [True] * 3
-    assert files[0] == files[1] == files[2]
+    assert streamed == [True] * len(threads)
+    assert len(set(files)) == 1
 
 
 def test_one_thread_starts_no_thread(tmp_path, monkeypatch, streamed):

@@ -89,7 +89,7 @@ class _Streamed:
         picked = _Picture.picked(x, r0, idx, self.reader.height) if self.want_picture \
             else None
         piece = None
-        if self.encode is not None:  # set before any band but the first is computed
+        if self.encode is not None:  # set by run() before any band is computed
             convert = self.policy.convert
             piece = self.encode(convert(values), None if row_above is None
                                 else convert(row_above[np.newaxis])[0])
@@ -136,12 +136,12 @@ class _Streamed:
         rng.bit_generator.advance(first * self.per_row)
         return rng
 
-    def inputs(self):
-        """``(block, start, r0, skip, count, first output row computed, above)`` of each band,
-        in order: the band's rows are ``block[r0 - start:]``; with statistics wanted, ``block``
-        starts earlier when windows skip rows (stride over the kernel), so every input row is
-        counted once, in order, as in memory. ``above``: the band also computes the output row
-        above it (for :meth:`encode_in_pool`)."""
+    def plan(self):
+        """``(start, stop, r0, skip, count, first output row computed, above)`` of each band,
+        in order: the band reads input rows ``[start, stop)`` and computes from row ``r0`` on;
+        with statistics wanted, ``start`` is earlier when windows skip rows (stride over the
+        kernel), so every input row is counted once, in order, as in memory. ``above``: the
+        band also computes the output row above it (for :meth:`encode_in_pool`)."""
         done = 0  # rows read so far (for the statistics)
         for a, b in _plan(self.rows, self.band):
             above = self.needs_above and a > 0
@@ -149,18 +149,27 @@ class _Streamed:
             r0, r1, skip = self.rows.slice_for(lo, b)
             start = min(r0, done) if self.stats_in is not None else r0
             done = max(done, r1)
-            yield self.reader.read_rows(start, r1), start, r0, skip, b - lo, lo - skip, above
+            yield start, r1, r0, skip, b - lo, lo - skip, above
+
+    def inputs(self):
+        """``(block, start, r0, ...)`` of each band in :meth:`plan`, ``block`` its rows read in
+        order."""
+        for start, stop, *rest in self.plan():
+            yield self.reader.read_rows(start, stop), start, *rest
 
     def results(self):
-        """Output bands in order. The first is computed here, before anything else starts
-        (:meth:`run` learns the output dtype from it). Then, with one thread, each band is
-        decoded and computed here, nothing else runs; with more, they are decoded ahead by one
-        reader thread and computed on the thread pool."""
-        items = self.inputs()
-        block, start, r0, skip, count, first, above = next(items)
-        self.feed_input(block, start)
-        yield self.compute(block[r0 - start :], r0, skip, count, first, above)
+        """Output bands in order (:meth:`run` made the writer from :meth:`probe` first, so
+        every band is encoded where it is computed). With one thread, each band is decoded and
+        computed here, nothing else runs. With more, a file whose rows can be
+        decoded from anywhere (tiled or striped TIFF) has each band decoded in the pool thread
+        that computes it (:meth:`_on_threads`); any other is decoded ahead by one reader thread
+        and computed on the pool."""
         n = self.threads
+        if n > 1 and self.reader.random_access:
+            yield from self._on_threads(n)
+            yield from self._rows_no_band_read()
+            return
+        items = self.inputs()
         if n == 1:
             for block, start, r0, skip, count, first, above in items:
                 self.feed_input(block, start)
@@ -182,27 +191,58 @@ class _Streamed:
                         yield flight.popleft().result()
                 finally:
                     inputs.close()
+        yield from self._rows_no_band_read()
+
+    def _rows_no_band_read(self):
+        """The input statistics of the rows after the last window (nothing to yield)."""
         if self.stats_in is None:
             return
-        for r0 in range(self.fed, self.reader.height, self.band):  # rows no band read
+        for r0 in range(self.fed, self.reader.height, self.band):
             self.feed_input(self.reader.read_rows(r0, min(self.reader.height, r0 + self.band)),
                             r0)
+        yield from ()
+
+    def _on_threads(self, n: int):
+        """:meth:`results` for a random-access file: each band reads its own rows in its pool
+        thread (:meth:`~poolcli.imageio.stream.BandReader.rows_at`), so decoding, pooling and
+        encoding a band run where it is computed, with no reader thread to wait for; the input
+        statistics still take the rows in order, here."""
+        from poolcli.imageio.stream import started_pool
+
+        with started_pool(n, "poolcli-band") as pool:
+            flight: deque = deque()
+            for start, *rest in self.plan():
+                flight.append((start, pool.submit(self._band_at, start, *rest)))
+                if len(flight) >= 2 * n:
+                    yield self._landed(flight)
+            while flight:
+                yield self._landed(flight)
+
+    def _band_at(self, start, stop, r0, skip, count, first, above):
+        block = self.reader.rows_at(start, stop)
+        band = self.compute(block[r0 - start :], r0, skip, count, first, above)
+        return (block if self.stats_in is not None else None), band
+
+    def _landed(self, flight: deque) -> _Band:
+        start, future = flight.popleft()
+        block, band = future.result()
+        if block is not None:
+            self.feed_input(block, start)
+        # the bands still to come start at or after the oldest one in flight
+        self.reader.release_before(flight[0][0] if flight else start)
+        return band
 
     def run(self, build_record) -> dict | None:
         from poolcli.app.outputs import provenance
 
-        bands = self.results()
         try:
-            head = next(bands)
+            first = self.probe()
         except ValueError:  # a geometry the operator refuses: in memory, the message names the
-            bands.close()  # image's size, not the first band's
-            return None
-        first = head.values
+            return None  # image's size, not a band's
         policy = _Policy.make(self.job.output, first.dtype, self.reader.dtype)
         shown = _Picture.policy(self.job.output, self.reader.dtype) if self.want_picture \
             else None
         if policy is None or (self.want_picture and shown is None):
-            bands.close()
             return None
         stats_out = _RowStats(first.shape[1], self.reader.channels) if self.opts.stats else None
         self.made = provenance("pool", self.op.name, self.params, self.info)
@@ -214,7 +254,11 @@ class _Streamed:
             encode = writer.encoder() if self.encoded_here else None
             self.policy, self.encode = policy, encode  # the bands computed from now on
             last = None  # the previous band's last row
-            for band in _chain(head, bands):
+            for band in self.results():
+                if band.values.dtype != first.dtype or band.values.shape[1:] != first.shape[1:]:
+                    raise AssertionError(f"{self.op.name}: a band of {band.values.dtype} "
+                                         f"{band.values.shape}, the probe {first.dtype} "
+                                         f"{first.shape}")
                 if stats_out is not None:
                     stats_out.add(band.values)
                 if maps is not None:
@@ -224,11 +268,7 @@ class _Streamed:
                 if encode is None:
                     writer.write_rows(policy.convert(band.values))
                 else:
-                    piece = band.piece
-                    if piece is None:  # the first band, computed before the writer existed
-                        piece = encode(policy.convert(band.values), None if last is None
-                                       else policy.convert(last[np.newaxis])[0])
-                    writer.write_encoded(piece)
+                    writer.write_encoded(band.piece)
                 last = band.values[-1]
             if maps is not None:
                 maps.commit()
@@ -236,6 +276,17 @@ class _Streamed:
                 picture.commit()
             writer.commit()
         return self.record(first, policy, stats_out, build_record)
+
+    def probe(self) -> np.ndarray:
+        """The first output row computed from zeros: its dtype and shape are every band's (they
+        depend on the input's dtype, width and the parameters only), so the policy, the writer
+        and the encoder exist before any band is computed, and every band, the first included,
+        is computed and encoded on the pool. Raises ``ValueError`` for a geometry the operator
+        refuses, as the first band would."""
+        r0, r1, skip = self.rows.slice_for(0, 1)
+        zeros = np.zeros((r1 - r0, self.reader.width, len(self.reader.channels)),
+                         self.reader.dtype)
+        return self.values_of(zeros, r0, skip, 1, -skip)[0]
 
     def open_map(self, first):
         """The max-location map's band writer (the bytes ``indexmap.save`` writes)."""
@@ -382,11 +433,6 @@ def _out_width(params: dict, width: int) -> int:
     return pool_output_size(width, k, second(params.get("stride"), k),
                             second(params.get("padding"), 0), second(params.get("dilation"), 1),
                             bool(params.get("ceil_mode", False)))
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 # ---- adaptive and global pooling ---------------------------------------------------------------
