@@ -91,6 +91,9 @@ def _open_large(path: str, max_pixels):
         return None
     size = reader.height * reader.width * len(reader.channels) * reader.dtype.itemsize
     if forced_rows() or size > setting("STREAM_BYTES"):
+        from poolcli.app.runner import reuse_freed_memory
+
+        reuse_freed_memory()  # every band allocates and frees a few MiB (see its measurements)
         return reader
     reader.close()
     return None
