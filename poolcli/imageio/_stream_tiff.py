@@ -5,7 +5,9 @@ Reading: tifffile parses the first page (and counts the pages, for the same note
 page, its strips or tiles, unsupported variants) before any pixel; then only the strips or the
 row of tiles holding the rows asked for are read from the file and decoded by tifffile
 (``page.decode``: every compression and predictor it knows), and laid out by the same function
-``read_image`` uses (channels, min-is-white, palette, byte order). Not streamed (``None``): image
+``read_image`` uses (channels, min-is-white, palette, byte order). Rows are read in order
+(``read_rows``), or from any thread in any order (``rows_at``: the bands of a pool each decode
+their own, a strip or row of tiles they share decoded once, tile by tile by the threads asking). Not streamed (``None``): image
 codecs inside the TIFF (JPEG, PNG, WebP, JPEG 2000, ...), CMYK/YCbCr/CIELAB (Pillow converts
 them), samples that are not whole bytes, volumes, an orientation other than upright.
 
@@ -127,7 +129,6 @@ class _TiffReader(BandReader):
         super().__init__(**kw)
         self._tif, self._page, self._layout = tif, page, layout
         self._fh: BinaryIO | None = None  # the file tifffile reads (closed with the reader)
-        self._threads = 1
         self._offsets, self._counts = page.dataoffsets, page.databytecounts
         self._planes = page.shaped[0]  # planar configuration "separate": one set a sample
         self._samples = page.shaped[-1]
@@ -147,12 +148,9 @@ class _TiffReader(BandReader):
     def _produce(self, wanted: int) -> np.ndarray:
         row = max(self._next, wanted) // self._seg_rows
         band, jobs = self._segment_row(row)
-        try:
-            if self._threads > 1 and len(jobs) > 1:
-                self._decode_on_threads(jobs)
-            else:
-                for index, dest, x0 in jobs:
-                    self._decode(index, dest, x0, self._read(index))
+        try:  # in order, here: with threads, rows_at decodes where the bands are computed
+            for index, dest, x0 in jobs:
+                self._decode(index, dest, x0, self._read(index))
         except MemoryError:
             raise no_memory(self.source, self.width, self.height) from None
         self._next = row * self._seg_rows
@@ -176,11 +174,6 @@ class _TiffReader(BandReader):
         elif self._layout.axes == "SYX":
             stored = np.moveaxis(stored, -1, 0)
         return self._layout.lay_out(stored, [])[0]
-
-    def use_threads(self, count: int) -> None:
-        """The strips or tiles of a band are decoded on ``count`` threads (the codecs release
-        the GIL); the file is still read in order by one."""
-        self._threads = max(1, int(count))
 
     # ---- random access: segment rows decoded by the band threads that need them ----
 
@@ -242,27 +235,6 @@ class _TiffReader(BandReader):
         if entry.error is not None:
             raise entry.error[1]
         return entry.rows
-
-    def _decode_on_threads(self, jobs) -> None:
-        """Decode ``jobs`` on a pool started for this band (so that, like tifffile's own pool,
-        its threads belong to this decode's chatter capture); the first error in file order
-        is the one raised, as one thread would raise it."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(self._threads, len(jobs)),
-                                thread_name_prefix="poolcli-tiff-decode") as pool:
-            futures = []
-            for index, dest, x0 in jobs:
-                try:
-                    data = self._read(index)
-                except Exception as exc:  # raised in order, after the segments before it
-                    futures.append(exc)
-                    break
-                futures.append(pool.submit(self._decode, index, dest, x0, data))
-            for future in futures:
-                if isinstance(future, Exception):
-                    raise future
-                future.result()
 
     def _read(self, index: int) -> bytes | None:
         """The stored bytes of segment ``index`` (``None``: a missing segment); from any thread

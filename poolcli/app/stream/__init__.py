@@ -18,10 +18,19 @@ statistics (same blocks, same accumulator) and the record equal the in-memory pa
 Stochastic pooling (8/16-bit unsigned input) gets, for each band, the image's generator advanced
 to the band's first output row (:meth:`_Streamed.generator`): the same picks as in memory.
 
-With more than one thread the stages overlap: one reader thread decodes the next bands
-(:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a PNG's zlib
-stream is inflated ahead in one more thread, libpng unfilters in the reader thread), and the
-bands are pooled on a thread pool with at most ``2 * threads`` in flight. A PNG output's bands
+Before any band, a probe (the first output row, computed from zeros: :meth:`_Streamed.probe`)
+gives the output's dtype and width, which depend on the input's dtype, width and the parameters
+only; the writer is opened from it, so every band is computed and encoded alike.
+
+With more than one thread the bands are pooled on a thread pool with at most ``2 * threads`` in
+flight. Where their input comes from depends on the file. A file whose rows decode from
+anywhere (striped or tiled TIFF: :attr:`~poolcli.imageio.stream.BandReader.random_access`) has
+each band decode its own rows in the pool thread that computes it
+(:meth:`~poolcli.imageio.stream.BandReader.rows_at`; a strip or row of tiles two bands share is
+decoded once, by the threads asking, tile by tile). Any other is decoded in order by one reader
+thread (:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a
+PNG's zlib stream is inflated ahead in one more thread, libpng unfilters in the reader thread).
+A PNG output's bands
 are also encoded there, each in its own thread (:meth:`poolcli.imageio.stream.BandWriter.encoder`:
 filtered given the output row above the band, which the band computes once more, and deflated
 as an independent piece of the zlib stream), as a TIFF output's are (a strip per band); other
@@ -34,7 +43,9 @@ runs the image alone, one in a ``-j N`` worker process; one thread starts no thr
 oversubscription: the runner's workers already use the cores).
 
 Memory: about ``2 * threads + 1 + _READ_AHEAD`` input bands of :data:`BAND_BYTES`, their
-results, and the reader's and writer's buffers, whatever the image size. The bomb guard is the
+results, and the reader's and writer's buffers (a TIFF's: the strips or rows of tiles the bands
+in flight read), whatever the image size; freed memory is kept for the next band
+(:func:`poolcli.app.runner.reuse_freed_memory`). The bomb guard is the
 reader's: a file claiming more than ``--max-pixels`` is refused before any pixel is decoded.
 """
 
