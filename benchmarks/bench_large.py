@@ -157,12 +157,16 @@ def versus_vips(directory, side, kind, repeat):
 
 
 #: ``python -m poolcli`` that also reports, on its last line of standard error, the seconds from
-#: after its imports (numpy, the codecs and poolcli's modules, imported first) to the end of the
+#: after its imports (numpy, the codecs and their extension modules, which imagecodecs loads on
+#: first use, poolcli's modules, and difflib, which click imports to parse a short option:
+#: imported first) to the end of the
 #: command: the run without Python's start-up and imports (about 0.25 s here, 0.11 s of it
 #: numpy's), which are the same for any thread count.
 TIMED = [sys.executable, "-c", "import sys, time, numpy, imagecodecs, tifffile, isal.isal_zlib; "
          "import poolcli.app.jobs, poolcli.app.stream.pool, poolcli.imageio.stream, "
-         "poolcli.imageio.indexmap, poolcli.imageio._stream_png, poolcli.imageio._stream_tiff; "
+         "poolcli.imageio.indexmap, poolcli.imageio._stream_png, poolcli.imageio._stream_tiff, "
+         "poolcli.ops.pool, poolcli.app.plan, poolcli.cli.output, difflib; "
+         "imagecodecs.deflate_encode, imagecodecs.zlib_decode, imagecodecs.png_decode; "
          "from poolcli.cli import main; t = time.perf_counter()\ntry: main(prog_name='poolcli')\n"
          "finally: print(f'in-process {time.perf_counter() - t:.6f}', file=sys.stderr)"]
 
@@ -183,11 +187,10 @@ def threads(directory, repeat):
     against one run alone, ``2 * t1 / t_pair``, is the most two cores give this work here.
     """
     reps = max(9, repeat)
-    table(f"4096x4096 RGB, POOLCLI_THREADS=1 vs 2 (POOLCLI_STREAM_ROWS=64), median of {reps}",
+    table(f"4096x4096 RGB, POOLCLI_THREADS=1 vs 2 (bands of the default 2 MiB), median of {reps}",
           ["case", "1 thread", "2 threads", "speedup", "in process, 1", "in process, 2",
            "speedup in process", "ceiling: 2 processes", "in process", "peak 1", "peak 2"])
-    env1 = {"POOLCLI_THREADS": "1", "POOLCLI_STREAM_ROWS": "64"}
-    env2 = {"POOLCLI_THREADS": "2", "POOLCLI_STREAM_ROWS": "64"}
+    env1, env2 = {"POOLCLI_THREADS": "1"}, {"POOLCLI_THREADS": "2"}  # 48 MiB: streamed
     for kind in ("png", "tiff"):
         src = image(directory, 4096, kind)
         ext = "png" if kind == "png" else "tif"
