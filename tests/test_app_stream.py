@@ -378,3 +378,33 @@ def test_bomb_guard_before_any_work(tmp_path):
                       "--max-pixels", "4000000000"], {"POOLCLI_STREAM_ROWS": "4"})
     assert code != 0 and "pixels" not in text.split("error")[0]  # truncated data, not the guard
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_damaged_tile_is_the_in_memory_error_and_the_batch_goes_on(tmp_path, threads,
+                                                                     streamed):
+    """A tile that does not inflate, met by a band mid-image (decoded in a pool thread with 2):
+    the in-memory one-line error naming the file, no output and no temporary file left, and
+    the next image of the batch still written."""
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    bad, good = tmp_path / "a_bad.tif", tmp_path / "b_good.tif"
+    for path in (bad, good):
+        tifffile.imwrite(path, rng.integers(0, 256, (160, 96, 3), dtype=np.uint8),
+                         tile=(32, 32), compression="zlib", photometric="rgb")
+    with tifffile.TiffFile(bad) as tif:
+        offset = tif.pages[0].dataoffsets[10]  # tile row 3 of 5
+    data = bytearray(bad.read_bytes())
+    data[offset:offset + 40] = bytes(40)
+    bad.write_bytes(bytes(data))
+    texts = []
+    for env in ({}, {"POOLCLI_STREAM_ROWS": "6", "POOLCLI_THREADS": threads}):
+        out = tmp_path / f"out{len(texts)}"
+        code, text = run(["pool", str(bad), str(good), "--op", "max", "-k", "2", "-o",
+                          str(out), "-q", "-j", "1"], env)
+        assert code == 1, text
+        assert sorted(p.name for p in out.iterdir()) == ["b_good_max.tif"]
+        texts.append([line for line in text.splitlines() if "a_bad.tif" in line])
+    assert texts[0] == texts[1] and len(texts[0]) == 1, texts
+    assert streamed == [True]  # the good image of the streamed run
