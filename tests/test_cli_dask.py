@@ -437,6 +437,24 @@ def test_a_second_interrupt_stops_waiting_and_still_loses_nothing(slow_batch):
         assert digest(f"out/{name}") == digest(f"ref/src{int(name[2:4]) % 4}_softpool.png"), name
 
 
+def test_an_interrupt_while_fail_fast_waits_is_still_an_interrupt(slow_batch):
+    """--fail-fast stopped at a broken input and waits for the tasks on the workers: a Ctrl-C
+    then is an interrupt (exit 130, the exact count), not lost in the wait."""
+    pathlib.Path("broken.png").write_bytes(b"not an image")
+    p = _spawn_run([slow_batch[0], "broken.png", *slow_batch[1:]], "--fail-fast")
+    for line in p.stderr:  # the failure is reported: the run now waits for the workers
+        if "broken.png" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    match = re.search(r"interrupted: (\d+) of 41 outputs written, 1 failed", err)
+    assert match, err
+    assert int(match.group(1)) == len(os.listdir("out"))
+    assert _leftovers() == []
+
+
 def test_a_worker_killed_mid_run_loses_nothing(slow_batch):
     with CLUSTER.client() as client:
         pids = client.run(os.getpid)

@@ -272,7 +272,9 @@ class _Batch:
         self.reported: set[int] = set()  # indices counted by the caller (with signals blocked)
         self.fetched: dict[int, Outcome] = {}  # outcomes of finished tasks, not yet taken
         self.done_ahead = as_completed(loop=client.loop)
-        self.interrupted = threading.Event()  # set by the run's signal handler (see _noted)
+        # set by the run's signal handler (see _noted): plain attributes, no lock the handler
+        # could block on (it may run while this thread holds one in a wait)
+        self.interrupted = False
         self.forced = False  # a second signal: stop waiting for the tasks on the workers
 
     def _refresh_window(self) -> None:
@@ -302,8 +304,7 @@ class _Batch:
         """Every job's outcome, in input order."""
         self._fill()
         while self.order:
-            if self.interrupted.is_set():  # noted by the handler (see _noted)
-                raise KeyboardInterrupt
+            self.check()
             job, future, position = self.order[0]
             if future is not None and not future.done():
                 self._await_any()  # any task finished: the window has room
@@ -313,15 +314,21 @@ class _Batch:
             yield self._outcome(job, future, position)
             self.order.popleft()  # after the caller took it: see reported
             self._fill()
+        self.check()  # a signal while the caller handled the last outcome
 
     def _await_any(self) -> None:
         """Until a submitted task finishes, in short waits of our own, so a signal is seen
         within :data:`POLL` seconds and never lands inside one of distributed's blocking calls
         (see :func:`_noted`)."""
         while not self.done_ahead.has_ready() and not self.done_ahead.is_empty():
-            if self.interrupted.wait(POLL):
-                raise KeyboardInterrupt
+            self.check()
+            time.sleep(POLL)
         next(self.done_ahead, None)
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a signal was noted (see :func:`_noted`)."""
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def _outcome(self, job, future, position: int) -> Outcome:
         return skipped_outcome(job) or self.fetched.pop(job.index, None) \
@@ -374,10 +381,10 @@ def _noted(batch: "_Batch"):
     it). A second signal does raise, so a client stuck on a scheduler that stopped answering
     can still be stopped; the count is then not exact (see :class:`ClusterRunner`)."""
     def handler(signum, frame):
-        if batch.interrupted.is_set():
+        if batch.interrupted:
             batch.forced = True
             raise KeyboardInterrupt
-        batch.interrupted.set()
+        batch.interrupted = True
 
     try:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -438,6 +445,7 @@ class ClusterRunner(Runner):
                                 batch.reported.add(outcome.index)
                             if not self._report(outcome):  # --fail-fast: what runs finishes
                                 batch.drain()
+                                batch.check()  # a signal while it waited is an interrupt
                                 return
                     except KeyboardInterrupt:
                         if batch.forced:
