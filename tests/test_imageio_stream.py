@@ -260,6 +260,18 @@ def test_tiff(tmp_path, case):
     assert_streams_like_read_image(path)
 
 
+def test_tiff_without_pread(tmp_path, monkeypatch):
+    """Where os.pread is missing (Windows), a seek and a read under a lock: the same rows, in
+    order and from threads."""
+    from poolcli.imageio import _stream_tiff
+
+    monkeypatch.setattr(_stream_tiff, "_PREAD", None)
+    data, options = TIFF_CASES["tiled lzw predictor"]
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, data, **options)
+    assert_streams_like_read_image(path)
+
+
 def test_tiff_palette_multipage_and_write_image(tmp_path):
     index = RNG.integers(0, 6, (30, 20)).astype(np.uint8)
     colormap = (RNG.integers(0, 256, (3, 256)) * 257).astype(np.uint16)

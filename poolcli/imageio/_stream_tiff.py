@@ -37,6 +37,7 @@ from poolcli.imageio._stream_base import BandReader, BandWriter, started_pool
 __all__ = ["TiffBandWriter", "TiffPiece", "encode_strip", "open_tiff_reader"]
 
 _STRIP_BYTES = 256 << 10  # bytes of pixels in one strip written
+_PREAD = getattr(os, "pread", None)  # not on Windows
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -141,6 +142,7 @@ class _TiffReader(BandReader):
         if len(self._offsets) < self._planes * self._across * self._down:
             raise corrupt(self.source, "TIFF")
         self._lock = threading.Lock()
+        self._io_lock = threading.Lock()  # the file's position, where there is no pread
         self._shared: dict[int, _SharedRow] = {}  # segment rows decoded for rows_at
         self._page.decode  # built now, while the open's chatter is captured: then a segment's
         # decode can only raise (tifffile logs only while it builds this function)
@@ -238,14 +240,19 @@ class _TiffReader(BandReader):
 
     def _read(self, index: int) -> bytes | None:
         """The stored bytes of segment ``index`` (``None``: a missing segment); from any thread
-        (``pread`` on the file's descriptor: no shared file position)."""
+        (``pread`` on the file's descriptor, no shared file position; where there is no
+        ``pread``, Windows, a seek and a read under a lock)."""
         offset, count = int(self._offsets[index]), int(self._counts[index])
         try:
             data = None
-            if count:
-                data = os.pread(self._fh.fileno(), count, offset)
-                if len(data) < count:
-                    raise ValueError("short read")
+            if count and _PREAD is not None:
+                data = _PREAD(self._fh.fileno(), count, offset)
+            elif count:
+                with self._io_lock:
+                    self._fh.seek(offset)
+                    data = self._fh.read(count)
+            if data is not None and len(data) < count:
+                raise ValueError("short read")
         except MemoryError:
             raise
         except Exception:

@@ -179,8 +179,8 @@ class _Streamed:
 
             with started_pool(n, "poolcli-band") as pool:
                 inputs = ReadAhead(items, _READ_AHEAD)
+                flight: deque = deque()
                 try:
-                    flight: deque = deque()
                     for block, start, r0, skip, count, first, above in inputs:
                         self.feed_input(block, start)
                         flight.append(pool.submit(self.compute, block[r0 - start :], r0, skip,
@@ -189,7 +189,9 @@ class _Streamed:
                             yield flight.popleft().result()
                     while flight:
                         yield flight.popleft().result()
-                finally:
+                finally:  # as in _on_threads
+                    for future in flight:
+                        future.cancel()
                     inputs.close()
         yield from self._rows_no_band_read()
 
@@ -211,12 +213,16 @@ class _Streamed:
 
         with started_pool(n, "poolcli-band") as pool:
             flight: deque = deque()
-            for start, *rest in self.plan():
-                flight.append((start, pool.submit(self._band_at, start, *rest)))
-                if len(flight) >= 2 * n:
+            try:
+                for start, *rest in self.plan():
+                    flight.append((start, pool.submit(self._band_at, start, *rest)))
+                    if len(flight) >= 2 * n:
+                        yield self._landed(flight)
+                while flight:
                     yield self._landed(flight)
-            while flight:
-                yield self._landed(flight)
+            finally:  # a band failed, or the run stops: the bands not started never start
+                for _, future in flight:
+                    future.cancel()
 
     def _band_at(self, start, stop, r0, skip, count, first, above):
         block = self.reader.rows_at(start, stop)
