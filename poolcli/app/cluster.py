@@ -16,10 +16,13 @@ outcomes reported in input order, ``fail_fast``, skipped jobs from the plan, exa
 - **Tasks of a few images, a window ahead**: consecutive images go into one task (up to
   :data:`CHUNK_JOBS` images and about :data:`CHUNK_BYTES` of input, yet at least
   :data:`CHUNKS_PER_THREAD` tasks per worker thread), and only :data:`AHEAD` tasks beyond one
-  per worker thread are submitted ahead (scheduler keys unique per run). On Ctrl-C or SIGTERM nothing more is submitted, the tasks already
-  submitted finish (a running task cannot be stopped from here, and one left running would
-  commit a file after the count), the temporary files of this run's outputs are removed and
-  :class:`~poolcli.errors.Interrupted` carries the exact count.
+  per worker thread are submitted ahead (scheduler keys unique per run).
+- **Ctrl-C or SIGTERM**: nothing more is submitted, the tasks already submitted finish (a
+  running task cannot be stopped from here, and one left running would commit a file after the
+  count), the temporary files of this run's outputs are removed and
+  :class:`~poolcli.errors.Interrupted` carries the exact count. The signal is only noted and
+  the batch's loop raises at its next step (see :func:`_noted`); a second one stops waiting,
+  and the count is then a lower bound.
 - **Worker death loses nothing**: Dask reruns the tasks of a dead worker elsewhere; a rerun
   finding its output already committed by the dead attempt counts it (tasks commit idempotently,
   see :func:`poolcli.imageio.files.retried_commits`); temporary files of killed attempts are swept
@@ -54,10 +57,10 @@ CONNECT_TIMEOUT = 10
 WORKER_TIMEOUT = 30
 #: Tasks submitted beyond one per worker thread, so no worker waits for the next.
 AHEAD = 2
-#: At most this many images in one task, and about this much input: a task costs a few
-#: milliseconds of scheduling, as much as a small image's work.
 #: Seconds between the batch's checks for a signal while it waits on the cluster.
 POLL = 0.05
+#: At most this many images in one task, and about this much input: a task costs a few
+#: milliseconds of scheduling, as much as a small image's work.
 CHUNK_JOBS = 8
 CHUNK_BYTES = 8 << 20
 #: ... but at least this many tasks per worker thread, so the work stays balanced.

@@ -7,9 +7,10 @@ row of tiles holding the rows asked for are read from the file and decoded by ti
 (``page.decode``: every compression and predictor it knows), and laid out by the same function
 ``read_image`` uses (channels, min-is-white, palette, byte order). Rows are read in order
 (``read_rows``), or from any thread in any order (``rows_at``: the bands of a pool each decode
-their own, a strip or row of tiles they share decoded once, tile by tile by the threads asking). Not streamed (``None``): image
-codecs inside the TIFF (JPEG, PNG, WebP, JPEG 2000, ...), CMYK/YCbCr/CIELAB (Pillow converts
-them), samples that are not whole bytes, volumes, an orientation other than upright.
+their own, a strip or row of tiles they share decoded once, tile by tile by the threads
+asking). Not streamed (``None``): image codecs inside the TIFF (JPEG, PNG, WebP, JPEG 2000,
+...), CMYK/YCbCr/CIELAB (Pillow converts them), samples that are not whole bytes, volumes, an
+orientation other than upright.
 
 Writing: :class:`TiffBandWriter` writes a striped TIFF (BigTIFF past 4 GB of pixels) with the
 tags ``write_image`` gives its TIFFs: photometric, extra samples (alpha), sample format, deflate

@@ -30,13 +30,12 @@ each band decode its own rows in the pool thread that computes it
 decoded once, by the threads asking, tile by tile). Any other is decoded in order by one reader
 thread (:class:`~poolcli.imageio.stream.ReadAhead`, at most :data:`_READ_AHEAD` waiting; a
 PNG's zlib stream is inflated ahead in one more thread, libpng unfilters in the reader thread).
-A PNG output's bands
-are also encoded there, each in its own thread (:meth:`poolcli.imageio.stream.BandWriter.encoder`:
-filtered given the output row above the band, which the band computes once more, and deflated
-as an independent piece of the zlib stream), as a TIFF output's are (a strip per band); other
-writers (NPY, and unpool's and norm's outputs) get the rows in order in the calling thread
-(the PNG and TIFF writers then deflate on threads of their own). zlib, libpng, imagecodecs and numpy
-release the GIL. What carries state from band to band (the zlib streams read, the statistics)
+A PNG or TIFF output's bands are also encoded in the pool thread that computed them
+(:meth:`poolcli.imageio.stream.BandWriter.encoder`: a TIFF strip per band, or an independent
+piece of the PNG's zlib stream, filtered given the output row above the band, which the band
+computes once more); other writers (NPY, and unpool's and norm's outputs) get the rows in order
+in the calling thread (the PNG and TIFF writers then deflate on threads of their own). zlib,
+ISA-L, libpng, imagecodecs and numpy release the GIL. What carries state from band to band (the zlib streams read, the statistics)
 runs in one thread, in order, and the pieces written are cut by the band plan alone, so the
 bytes are those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process
 runs the image alone, one in a ``-j N`` worker process; one thread starts no thread at all (no
@@ -45,8 +44,8 @@ oversubscription: the runner's workers already use the cores).
 Memory: about ``2 * threads + 1 + _READ_AHEAD`` input bands of :data:`BAND_BYTES`, their
 results, and the reader's and writer's buffers (a TIFF's: the strips or rows of tiles the bands
 in flight read), whatever the image size; freed memory is kept for the next band
-(:func:`poolcli.app.runner.reuse_freed_memory`). The bomb guard is the
-reader's: a file claiming more than ``--max-pixels`` is refused before any pixel is decoded.
+(:func:`poolcli.app.runner.reuse_freed_memory`). The bomb guard is the reader's: a file
+claiming more than ``--max-pixels`` is refused before any pixel is decoded.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -160,49 +160,42 @@ class _Streamed:
     def results(self):
         """Output bands in order (:meth:`run` made the writer from :meth:`probe` first, so
         every band is encoded where it is computed). With one thread, each band is decoded and
-        computed here, nothing else runs. With more, a file whose rows can be
-        decoded from anywhere (tiled or striped TIFF) has each band decoded in the pool thread
-        that computes it (:meth:`_on_threads`); any other is decoded ahead by one reader thread
-        and computed on the pool."""
+        computed here, nothing else runs. With more, a file whose rows can be decoded from
+        anywhere (tiled or striped TIFF) has each band decoded in the pool thread that computes
+        it (:meth:`_on_threads`); any other is decoded ahead by one reader thread and computed
+        on the pool. Either way at most ``2 * threads`` bands are in flight (:func:`_in_order`)."""
         n = self.threads
-        if n > 1 and self.reader.random_access:
-            yield from self._on_threads(n)
-            yield from self._rows_no_band_read()
-            return
-        items = self.inputs()
         if n == 1:
-            for block, start, r0, skip, count, first, above in items:
+            for block, start, r0, skip, count, first, above in self.inputs():
                 self.feed_input(block, start)
                 yield self.compute(block[r0 - start :], r0, skip, count, first, above)
+        elif self.reader.random_access:
+            yield from self._on_threads(n)
         else:
             from poolcli.imageio.stream import ReadAhead, started_pool
 
-            with started_pool(n, "poolcli-band") as pool:
-                inputs = ReadAhead(items, _READ_AHEAD)
-                flight: deque = deque()
-                try:
-                    for block, start, r0, skip, count, first, above in inputs:
-                        self.feed_input(block, start)
-                        flight.append(pool.submit(self.compute, block[r0 - start :], r0, skip,
-                                                  count, first, above))
-                        if len(flight) >= 2 * n:
-                            yield flight.popleft().result()
-                    while flight:
-                        yield flight.popleft().result()
-                finally:  # as in _on_threads
-                    for future in flight:
-                        future.cancel()
-                    inputs.close()
-        yield from self._rows_no_band_read()
+            def calls(inputs):
+                for block, start, r0, skip, count, first, above in inputs:
+                    self.feed_input(block, start)
+                    yield None, self.compute, block[r0 - start :], r0, skip, count, first, above
 
-    def _rows_no_band_read(self):
-        """The input statistics of the rows after the last window (nothing to yield)."""
+            with started_pool(n, "poolcli-band") as pool:
+                inputs = ReadAhead(self.inputs(), _READ_AHEAD)
+                try:
+                    with closing(_in_order(pool, calls(inputs), 2 * n)) as bands:
+                        for _, band in bands:
+                            yield band
+                finally:
+                    inputs.close()
+        self._feed_rows_no_band_read()
+
+    def _feed_rows_no_band_read(self) -> None:
+        """The input statistics of the rows after the last window."""
         if self.stats_in is None:
             return
         for r0 in range(self.fed, self.reader.height, self.band):
             self.feed_input(self.reader.read_rows(r0, min(self.reader.height, r0 + self.band)),
                             r0)
-        yield from ()
 
     def _on_threads(self, n: int):
         """:meth:`results` for a random-access file: each band reads its own rows in its pool
@@ -211,32 +204,19 @@ class _Streamed:
         statistics still take the rows in order, here."""
         from poolcli.imageio.stream import started_pool
 
-        with started_pool(n, "poolcli-band") as pool:
-            flight: deque = deque()
-            try:
-                for start, *rest in self.plan():
-                    flight.append((start, pool.submit(self._band_at, start, *rest)))
-                    if len(flight) >= 2 * n:
-                        yield self._landed(flight)
-                while flight:
-                    yield self._landed(flight)
-            finally:  # a band failed, or the run stops: the bands not started never start
-                for _, future in flight:
-                    future.cancel()
+        calls = ((start, self._band_at, start, *rest) for start, *rest in self.plan())
+        with started_pool(n, "poolcli-band") as pool, \
+                closing(_in_order(pool, calls, 2 * n)) as bands:
+            for start, (block, band) in bands:
+                if block is not None:
+                    self.feed_input(block, start)
+                self.reader.release_before(start)  # the bands to come start here or later
+                yield band
 
     def _band_at(self, start, stop, r0, skip, count, first, above):
         block = self.reader.rows_at(start, stop)
         band = self.compute(block[r0 - start :], r0, skip, count, first, above)
         return (block if self.stats_in is not None else None), band
-
-    def _landed(self, flight: deque) -> _Band:
-        start, future = flight.popleft()
-        block, band = future.result()
-        if block is not None:
-            self.feed_input(block, start)
-        # the bands still to come start at or after the oldest one in flight
-        self.reader.release_before(flight[0][0] if flight else start)
-        return band
 
     def run(self, build_record) -> dict | None:
         from poolcli.app.outputs import provenance
@@ -259,7 +239,6 @@ class _Streamed:
             writer = stack.enter_context(self.open_writer(first, policy))
             encode = writer.encoder() if self.encoded_here else None
             self.policy, self.encode = policy, encode  # the bands computed from now on
-            last = None  # the previous band's last row
             for band in self.results():
                 if band.values.dtype != first.dtype or band.values.shape[1:] != first.shape[1:]:
                     raise AssertionError(f"{self.op.name}: a band of {band.values.dtype} "
@@ -275,7 +254,6 @@ class _Streamed:
                     writer.write_rows(policy.convert(band.values))
                 else:
                     writer.write_encoded(band.piece)
-                last = band.values[-1]
             if maps is not None:
                 maps.commit()
             if picture is not None:
@@ -418,6 +396,25 @@ def _plan(rows, band: int):
     from poolcli.ops import plan_bands
 
     return plan_bands(rows, band)
+
+
+def _in_order(pool, calls, window: int):
+    """``(tag, result)`` of each ``(tag, fn, *args)`` in ``calls``, run on ``pool`` with at most
+    ``window`` in flight, in the order given; when the caller stops (an error, an interrupt),
+    the calls not started yet are cancelled."""
+    flight: deque = deque()
+    try:
+        for tag, fn, *args in calls:
+            flight.append((tag, pool.submit(fn, *args)))
+            if len(flight) >= window:
+                tag, future = flight.popleft()
+                yield tag, future.result()
+        while flight:
+            tag, future = flight.popleft()
+            yield tag, future.result()
+    finally:
+        for _, future in flight:
+            future.cancel()
 
 
 def _image_seed(seed, index: int) -> int:
