@@ -35,9 +35,9 @@ A PNG or TIFF output's bands are also encoded in the pool thread that computed t
 piece of the PNG's zlib stream, filtered given the output row above the band, which the band
 computes once more); other writers (NPY, and unpool's and norm's outputs) get the rows in order
 in the calling thread (the PNG and TIFF writers then deflate on threads of their own). zlib,
-ISA-L, libpng, imagecodecs and numpy release the GIL. What carries state from band to band (the zlib streams read, the statistics)
-runs in one thread, in order, and the pieces written are cut by the band plan alone, so the
-bytes are those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process
+ISA-L, libpng, imagecodecs and numpy release the GIL. What carries state from band to band (the
+zlib streams read, the statistics) runs in one thread, in order, and the pieces written are cut
+by the band plan alone, so the bytes are those of one thread. Threads: ``POOLCLI_THREADS``, else every core when this process
 runs the image alone, one in a ``-j N`` worker process; one thread starts no thread at all (no
 oversubscription: the runner's workers already use the cores).
 
